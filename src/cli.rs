@@ -1,0 +1,330 @@
+//! The `bidbridge` command line: what a telecom admin types.
+//!
+//! Exit status: 0 success; 1 the command failed (database unreachable, a
+//! check found problems, a call could not be simulated); 2 the configuration
+//! or the command line is wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::catalog::spec::{CatalogDoc, DocFormat};
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bidbridge",
+    version,
+    about = "Real-time call auctions beside your own FreeSWITCH or Asterisk",
+    long_about = "bidbridge takes inbound calls on tracking numbers from your switch (FreeSWITCH outbound \
+Event Socket or Asterisk FastAGI), qualifies the caller with an IVR, auctions the call to buyers in \
+real time, bridges it to the winner with fall-through to the next bidders and a backup line, and \
+records every bid and attempt.\n\n\
+Typical first run:\n  \
+bidbridge migrate                 # create the tables in PostgreSQL\n  \
+bidbridge catalog apply cat.toml  # load campaigns, numbers and buyers\n  \
+bidbridge check                   # verify config and catalog\n  \
+bidbridge run                     # serve calls until SIGTERM\n\n\
+Configuration: /etc/bidbridge/bidbridge.toml (or --config), every key overridable by \
+BIDBRIDGE_<SECTION>_<KEY> environment variables, e.g. BIDBRIDGE_DATABASE_URL.\n\
+Exit status: 0 ok, 1 failure, 2 bad configuration or usage."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BIDBRIDGE_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Log as JSON lines instead of text (overrides [log] format).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve calls: start the listeners in the config (ESL, FastAGI, HTTP) until SIGTERM/SIGINT.
+    ///
+    /// On SIGTERM the daemon stops accepting calls, lets calls in progress finish for up to
+    /// [calls] drain_timeout_secs, then exits 0. If PostgreSQL is unreachable at start it says so
+    /// and keeps retrying with backoff; once the catalog is loaded, an outage does not stop routing.
+    Run,
+    /// Apply the database migrations (each exactly once, in order; safe to run twice or from two nodes).
+    Migrate,
+    /// Validate the configuration and the catalog in the database; exit 1 on any problem.
+    Check,
+    /// Manage the catalog (campaigns, numbers, buyers) as a file you keep in git.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Show the effective configuration (file + environment + defaults).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Validate FILE (TOML or YAML), then upsert it into PostgreSQL in one transaction and print
+    /// what changed.
+    Apply {
+        file: PathBuf,
+        /// Print the changes without writing them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete entries that are in the database but not in FILE.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Write the catalog in the database as a file `catalog apply` accepts.
+    Export {
+        /// Output format (default: from --output's extension, else toml).
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Validate FILE without touching the database.
+    Validate { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Toml,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the SHA-256 to put in the config or catalog for TOKEN (read from stdin when omitted).
+    Hash { token: Option<String> },
+    /// Generate a random token and print it with its hash.
+    New,
+}
+
+/// Runs the command line and maps every outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match Config::load(cli.config.as_deref(), &crate::config::process_env()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bidbridge: configuration error: {e}");
+            return ExitCode::from(ConfigError::EXIT_CODE as u8);
+        }
+    };
+    let format = if cli.log_json {
+        crate::config::LogFormat::Json
+    } else {
+        config.log.format
+    };
+    crate::logging::init(format, &config.log.level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bidbridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("bidbridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
+    match command {
+        Command::Run => crate::server::run(config)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        Command::Migrate => migrate(&config).await,
+        Command::Check => {
+            let report = crate::check::run(&config).await;
+            print!("{report}");
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Catalog(CatalogCommand::Apply {
+            file,
+            dry_run,
+            prune,
+        }) => catalog_apply(&config, &file, dry_run, prune).await,
+        Command::Catalog(CatalogCommand::Export { format, output }) => {
+            catalog_export(&config, format, output.as_deref()).await
+        }
+        Command::Catalog(CatalogCommand::Validate { file }) => {
+            let doc = CatalogDoc::read(&file).map_err(|e| e.to_string())?;
+            let issues = doc.validate();
+            if issues.is_empty() {
+                println!(
+                    "{}: valid ({} campaigns, {} numbers, {} buyers)",
+                    file.display(),
+                    doc.campaigns.len(),
+                    doc.numbers.len(),
+                    doc.buyers.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for issue in &issues {
+                    println!("{}: {issue}", file.display());
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Hash { token }) => {
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| e.to_string())?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+            };
+            println!("{}", crate::api::auth::hash_token(&token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::New) => {
+            let token = crate::api::auth::new_token();
+            println!(
+                "token:  {token}\nsha256: {}",
+                crate::api::auth::hash_token(&token)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> Result<ExitCode, String> {
+    let (mut client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let report = crate::db::migrate::run(&mut client)
+        .await
+        .map_err(|e| e.to_string())?;
+    for name in &report.applied {
+        println!("applied {name}");
+    }
+    if report.applied.is_empty() {
+        println!("schema is up to date ({} migrations)", report.already.len());
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn catalog_apply(
+    config: &Config,
+    file: &Path,
+    dry_run: bool,
+    prune: bool,
+) -> Result<ExitCode, String> {
+    let doc = match CatalogDoc::read(file) {
+        Ok(doc) => doc,
+        Err(e) => {
+            eprintln!("bidbridge: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let issues = doc.validate();
+    if !issues.is_empty() {
+        eprintln!(
+            "bidbridge: {}: {} problem(s), nothing written:",
+            file.display(),
+            issues.len()
+        );
+        for issue in &issues {
+            eprintln!("  - {issue}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let (mut client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let changes = crate::catalog::store::apply(&mut client, &doc, prune, dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    let writes = changes.iter().filter(|c| c.is_write()).count();
+    for change in &changes {
+        println!("{change}");
+    }
+    match (dry_run, writes) {
+        (_, 0) => println!("no changes"),
+        (true, n) => println!("dry run: {n} change(s) not written"),
+        (false, n) => println!("applied {n} change(s)"),
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn catalog_export(
+    config: &Config,
+    format: Option<ExportFormat>,
+    output: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let format = match (format, output.and_then(DocFormat::from_path)) {
+        (Some(ExportFormat::Toml), _) => DocFormat::Toml,
+        (Some(ExportFormat::Yaml), _) => DocFormat::Yaml,
+        (None, Some(f)) => f,
+        (None, None) => DocFormat::Toml,
+    };
+    let (mut client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let doc = crate::catalog::store::load(&mut client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = doc.render(format)?;
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,434 @@
+//! The call flow: one state machine for every call, whichever switch it
+//! came from.
+//!
+//! identify → screen → qualify (IVR) → auction → connect → settle
+//!
+//! It talks to the switch only through [`CallChannel`], so FreeSWITCH and
+//! Asterisk calls run exactly this code. The caller may hang up at any
+//! instant: every stage either returns the channel's `CallerGone` or races
+//! the caller's presence, and whatever happened, the call ends in
+//! [`finish`], which settles the money, writes the record (with the stage
+//! reached) and releases the switch session. Nothing in here returns early
+//! past that point.
+
+pub mod connect;
+pub mod ivr;
+pub mod settle;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use self::connect::{ConnectResult, Taker};
+use crate::auction::AuctionInput;
+use crate::auction::eligibility::CallFacts;
+use crate::catalog::NumberRoute;
+use crate::catalog::dial::PromptName;
+use crate::config::UnknownNumberAction;
+use crate::ledger::record::{CallRecord, Disposition, Stage, StageTimes};
+use crate::metrics::{BidLabels, BuyerLabel, CallLabels, CampaignLabel, ReasonLabel};
+use crate::money::Cents;
+use crate::pbx::{CallChannel, ChannelError, HangupCause, LegStatus, Party};
+use crate::phone::E164;
+use crate::services::Services;
+
+/// A call in progress: its record under construction and what later stages
+/// need from earlier ones.
+pub struct Call {
+    pub record: CallRecord,
+    pub route: Option<Arc<NumberRoute>>,
+    pub facts: CallFacts,
+    /// Consent to share the caller's number is on record.
+    pub consent: bool,
+    /// A screening rule made the call unbillable (the rule's name).
+    pub not_payable: Option<String>,
+}
+
+/// How the flow left the call.
+#[derive(Debug)]
+enum Ending {
+    /// We finish the call: hang up the caller with this cause (the caller
+    /// may already be gone).
+    HangUp(HangupCause),
+    /// Give the call back to the dialplan (its failover path) untouched.
+    HandBack,
+    /// The caller left.
+    CallerGone,
+    /// The switch session broke; nothing more can be done.
+    LostControl(String),
+}
+
+impl From<ChannelError> for Ending {
+    fn from(e: ChannelError) -> Self {
+        if e.is_caller_gone() {
+            Ending::CallerGone
+        } else {
+            Ending::LostControl(e.to_string())
+        }
+    }
+}
+
+/// Runs one call from hand-over to record. Never panics on switch input;
+/// always writes a record; always closes the channel.
+pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>) {
+    let call_id = Uuid::new_v4();
+    let info = channel.info().clone();
+    let span = tracing::info_span!("call", call_id = %call_id, pbx = info.pbx.as_str(), channel = %info.channel_id);
+    async move {
+        services.metrics.session_started();
+        tracing::info!(caller = %info.caller_id_number, dialed = %info.dialed_number, "call arrived");
+        let now = Utc::now();
+        let caller = E164::normalize(&info.caller_id_number);
+        let mut call = Call {
+            record: CallRecord {
+                call_id,
+                node_id: services.config.node.id.clone(),
+                pbx: info.pbx,
+                channel_id: info.channel_id.clone(),
+                caller: caller.as_ref().map(|c| c.to_string()),
+                caller_raw: info.caller_id_number.clone(),
+                tracking_number: E164::normalize(&info.dialed_number)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| info.dialed_number.clone()),
+                campaign_id: None,
+                publisher_id: None,
+                source: None,
+                disposition: Disposition::Failed,
+                stage_reached: Stage::Identify,
+                times: StageTimes { arrived_at: now, ended_at: now, ..Default::default() },
+                ivr_tags: BTreeMap::new(),
+                ivr_path: Vec::new(),
+                bids: Vec::new(),
+                attempts: Vec::new(),
+                winner: None,
+                currency: "USD".to_string(),
+                talk_ms: None,
+                min_talk_secs: None,
+                payable: false,
+                payable_reason: "call did not reach a buyer".to_string(),
+                revenue: Cents::ZERO,
+                payout: Cents::ZERO,
+                hangup_cause: None,
+                hung_up_by: None,
+                recording_path: None,
+                auction_us: None,
+                consents: Vec::new(),
+                notes: Vec::new(),
+            },
+            route: None,
+            facts: CallFacts { caller, ..Default::default() },
+            consent: false,
+            not_payable: None,
+        };
+        let (ending, connected) = run_stages(&mut channel, &mut call, &services).await;
+        finish(&mut channel, &mut call, &services, ending, connected).await;
+        let campaign = call.record.campaign_id.clone().unwrap_or_default();
+        if let Some(route) = &call.route {
+            services.metrics.calls_in_progress.get_or_create(&CampaignLabel { campaign: route.campaign.id.clone() }).dec();
+        }
+        services
+            .metrics
+            .calls
+            .get_or_create(&CallLabels { campaign, disposition: call.record.disposition.as_str().into() })
+            .inc();
+        tracing::info!(
+            disposition = call.record.disposition.as_str(),
+            stage = call.record.stage_reached.as_str(),
+            payable = call.record.payable,
+            revenue = %call.record.revenue,
+            "call settled"
+        );
+        if !services.records.submit(call.record).await {
+            tracing::error!("call record could not be made durable (see the writer's alarms)");
+        }
+        channel.close().await;
+        services.metrics.session_ended();
+    }
+    .instrument(span)
+    .await
+}
+
+/// identify → screen → qualify → auction → connect. Returns how to end the
+/// call and the connect stage's result (when it ran).
+async fn run_stages<C: CallChannel>(
+    channel: &mut C,
+    call: &mut Call,
+    services: &Services,
+) -> (Ending, Option<ConnectResult>) {
+    // Identify.
+    let Some(route) =
+        E164::normalize(&channel.info().dialed_number).and_then(|n| services.catalog.route(&n))
+    else {
+        call.record.disposition = Disposition::UnknownNumber;
+        call.record.payable_reason = "not a tracking number".into();
+        tracing::warn!(dialed = %channel.info().dialed_number, action = ?services.config.calls.unknown_number, "call to a number that is not in the catalog");
+        return match services.config.calls.unknown_number {
+            UnknownNumberAction::Hangup => (Ending::HangUp(HangupCause::UnallocatedNumber), None),
+            UnknownNumberAction::Failover => (Ending::HandBack, None),
+        };
+    };
+    let campaign = route.campaign.clone();
+    call.record.campaign_id = Some(campaign.id.clone());
+    call.record.publisher_id = Some(route.publisher.id.clone());
+    call.record.source = Some(route.source.clone());
+    call.record.currency = campaign.currency.clone();
+    call.route = Some(route.clone());
+    services
+        .metrics
+        .calls_in_progress
+        .get_or_create(&CampaignLabel {
+            campaign: campaign.id.clone(),
+        })
+        .inc();
+
+    // Screen.
+    call.record.stage_reached = Stage::Screen;
+    if let Some(caller) = &call.facts.caller
+        && let Some(reason) = services.catalog.blocked(caller)
+    {
+        tracing::info!(reason = %reason, "caller is on the blocklist");
+        call.record.disposition = Disposition::Rejected;
+        call.record.payable_reason = format!("caller blocked: {reason}");
+        return (Ending::HangUp(HangupCause::CallRejected), None);
+    }
+
+    // Qualify.
+    if let Some(ivr) = &campaign.ivr {
+        call.record.stage_reached = Stage::Ivr;
+        if !channel.info().answered
+            && let Err(e) = channel.answer().await
+        {
+            return (e.into(), None);
+        }
+        let walked = ivr::walk(channel, ivr, &services.metrics).await;
+        let (result, error) = match walked {
+            Ok(result) => (result, None),
+            Err((e, partial)) => (partial, Some(e)),
+        };
+        call.record.ivr_tags = result.tags;
+        call.record.ivr_path = result.path;
+        call.record.notes.extend(result.notes);
+        if let Some(e) = error {
+            return (e.into(), None);
+        }
+        call.record.times.ivr_done_at = Some(Utc::now());
+    }
+    call.facts = CallFacts::derive(
+        call.facts.caller.as_ref(),
+        &call.record.ivr_tags,
+        &route.source,
+        Utc::now(),
+    );
+
+    // Auction, raced against the caller leaving.
+    call.record.stage_reached = Stage::Auction;
+    let call_id = call.record.call_id.to_string();
+    let exclude = HashSet::new();
+    let input = AuctionInput {
+        call_id: &call_id,
+        route: &route,
+        facts: &call.facts,
+        now: Utc::now(),
+        exclude: &exclude,
+        consent: call.consent,
+        test: false,
+    };
+    let mut presence = channel.presence();
+    let outcome = tokio::select! {
+        outcome = services.auctioneer.run(&input, services.gate.as_ref(), services.scorer.as_ref()) => outcome,
+        _ = presence.gone() => {
+            tracing::info!("caller hung up during the auction");
+            call.record.notes.push("auction cancelled: the caller hung up".into());
+            return (Ending::CallerGone, None);
+        }
+    };
+    record_auction_metrics(services, &campaign.id, &outcome);
+    call.record.auction_us = Some(outcome.took.as_micros() as u64);
+    call.record.times.auction_closed_at = Some(Utc::now());
+    tracing::info!(
+        took_us = outcome.took.as_micros() as u64,
+        pinged = outcome.pinged,
+        offers = outcome.offers.len(),
+        "auction closed"
+    );
+    call.record.bids = outcome.bids;
+
+    // Connect.
+    call.record.stage_reached = Stage::Connect;
+    let result = match connect::connect(channel, call, outcome.offers, services).await {
+        Ok(result) => result,
+        Err(e) => return (e.into(), None),
+    };
+    if result.answered.is_some() {
+        call.record.stage_reached = Stage::Bridged;
+    }
+    let ending = if result.caller_gone() || channel.presence().is_gone() {
+        Ending::CallerGone
+    } else if result.answered.is_some() {
+        Ending::HangUp(HangupCause::NormalClearing)
+    } else {
+        // Nobody took the call: tell the caller, then end with the last
+        // leg's real cause.
+        let sorry = PromptName::new(&services.config.calls.sorry_prompt).ok();
+        if let Some(sorry) = sorry {
+            let played = async {
+                if !channel.info().answered {
+                    channel.answer().await?;
+                }
+                channel.play(&sorry).await
+            }
+            .await;
+            if let Err(e) = played
+                && e.ends_call_control()
+            {
+                return (e.into(), Some(result));
+            }
+        }
+        Ending::HangUp(HangupCause::after_failed_leg(
+            result.last_failure.unwrap_or(LegStatus::Failed),
+        ))
+    };
+    (ending, Some(result))
+}
+
+fn record_auction_metrics(
+    services: &Services,
+    campaign: &str,
+    outcome: &crate::auction::AuctionOutcome,
+) {
+    let m = &services.metrics;
+    m.auctions
+        .get_or_create(&CampaignLabel {
+            campaign: campaign.to_string(),
+        })
+        .inc();
+    m.auction_seconds.observe(outcome.took.as_secs_f64());
+    for (reason, count) in &outcome.ineligible {
+        m.ineligible
+            .get_or_create(&ReasonLabel {
+                reason: (*reason).to_string(),
+            })
+            .inc_by(*count as u64);
+    }
+    for bid in &outcome.bids {
+        if bid.status == crate::ledger::record::BidStatus::Ineligible {
+            continue;
+        }
+        m.bids
+            .get_or_create(&BidLabels {
+                buyer: bid.buyer_id.clone(),
+                status: bid.status.as_str().into(),
+            })
+            .inc();
+        if let Some(us) = bid.latency_us {
+            m.bid_latency_seconds
+                .get_or_create(&BuyerLabel {
+                    buyer: bid.buyer_id.clone(),
+                })
+                .observe(us as f64 / 1e6);
+        }
+    }
+}
+
+/// Ends the call on the switch and completes the record.
+async fn finish<C: CallChannel>(
+    channel: &mut C,
+    call: &mut Call,
+    services: &Services,
+    ending: Ending,
+    connected: Option<ConnectResult>,
+) {
+    if let Err(e) = channel.disarm_failsafe().await {
+        tracing::debug!(error = %e, "disarming the failsafe");
+    }
+    match &ending {
+        Ending::HangUp(cause) => {
+            if let Err(e) = channel.mark_settled().await {
+                tracing::debug!(error = %e, "marking the call settled");
+            }
+            let caller_already_gone = channel.presence().is_gone();
+            if !caller_already_gone {
+                if let Err(e) = channel.hangup(*cause).await {
+                    tracing::warn!(error = %e, "hanging up the caller");
+                }
+                call.record.hangup_cause = Some(cause.name().to_string());
+                call.record.hung_up_by =
+                    Some(match connected.as_ref().and_then(|c| c.answered.as_ref()) {
+                        Some((_, outcome)) if outcome.ended_by == Some(Party::Buyer) => {
+                            Party::Buyer
+                        }
+                        _ => Party::Daemon,
+                    });
+            } else {
+                call.record.hangup_cause = Some("NORMAL_CLEARING".into());
+                call.record.hung_up_by = Some(Party::Caller);
+            }
+        }
+        Ending::HandBack => {
+            call.record
+                .notes
+                .push("handed back to the dialplan's failover path".into());
+            call.record.hung_up_by = None;
+        }
+        Ending::CallerGone => {
+            // The dialplan must not dial the backup for a caller who left.
+            if let Err(e) = channel.mark_settled().await {
+                tracing::debug!(error = %e, "marking the call settled after hang-up");
+            }
+            call.record.hangup_cause = Some("NORMAL_CLEARING".into());
+            call.record.hung_up_by = Some(Party::Caller);
+            if call.record.stage_reached < Stage::Bridged {
+                tracing::info!(stage = call.record.stage_reached.as_str(), "caller hung up");
+            }
+        }
+        Ending::LostControl(why) => {
+            tracing::error!(why = %why, "lost control of the call; the switch's failover path takes over");
+            call.record
+                .notes
+                .push(format!("lost control of the call: {why}"));
+            call.record.hung_up_by = Some(Party::Switch);
+        }
+    }
+    call.record.times.ended_at = Utc::now();
+
+    // Settle the money.
+    if let (Some(route), Some(result)) = (&call.route, connected.as_ref()) {
+        let settlement = settle::settle(result, route, call.not_payable.as_deref());
+        call.record.disposition = settlement.disposition;
+        call.record.winner = settlement.winner;
+        call.record.talk_ms = settlement.talk_ms;
+        call.record.min_talk_secs = settlement.min_talk_secs;
+        call.record.payable = settlement.payable;
+        call.record.payable_reason = settlement.payable_reason;
+        call.record.revenue = settlement.revenue;
+        call.record.payout = settlement.payout;
+        if let Some((Taker::Buyer(_), _)) | Some((Taker::Backup, _)) = &result.answered {
+            call.record.stage_reached = Stage::Settled;
+        }
+        if call.record.payable {
+            let label = CampaignLabel {
+                campaign: route.campaign.id.clone(),
+            };
+            services.metrics.payable_calls.get_or_create(&label).inc();
+            services
+                .metrics
+                .revenue_cents
+                .get_or_create(&label)
+                .inc_by(call.record.revenue.0.max(0) as u64);
+        }
+    } else if call.record.disposition == Disposition::Failed {
+        call.record.disposition = match &ending {
+            Ending::CallerGone => Disposition::Abandoned,
+            _ => Disposition::Failed,
+        };
+        if matches!(ending, Ending::CallerGone) {
+            call.record.payable_reason = format!(
+                "caller hung up during {}",
+                call.record.stage_reached.as_str()
+            );
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Asterisk: the FastAGI adapter.
+
+pub mod codec;

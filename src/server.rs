@@ -1,0 +1,251 @@
+//! `bidbridge run`: the daemon's life from start to SIGTERM.
+//!
+//! Start-up order matters for callers: the HTTP API comes up first (health
+//! answers, readiness says "not yet"), then the database and the catalog
+//! (retried with backoff, never a crash loop), and only then the call
+//! listeners. Until they listen, the switch's `socket`/`AGI()` fails at once
+//! and the dialplan's failover connects the caller to the backup line.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop accepting calls, let calls in progress
+//! finish for up to `calls.drain_timeout_secs`, flush the record writer,
+//! exit 0. Calls still up after the drain are left to the switch's
+//! failover path (the session closes; FreeSWITCH resumes its dialplan,
+//! Asterisk sees the AGI end without BIDBRIDGE_DONE).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::cache::{self, CatalogCache};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::services::Services;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the record journal: {0}")]
+    Journal(#[from] crate::ledger::journal::JournalError),
+}
+
+/// Live state the HTTP API reports.
+pub struct DaemonState {
+    pub draining: watch::Sender<bool>,
+    pub listening: watch::Sender<bool>,
+}
+
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let catalog = CatalogCache::new();
+    let pool = crate::db::pool(&config.database)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(wait_for_signal(shutdown_tx));
+
+    let (records, writer) = crate::ledger::writer::start(&config.records, &config.database)?;
+    let services = Arc::new(Services::new(
+        config.clone(),
+        catalog.clone(),
+        records,
+        metrics.clone(),
+    ));
+    let state = Arc::new(DaemonState {
+        draining: watch::channel(false).0,
+        listening: watch::channel(false).0,
+    });
+
+    let http = if config.http.enabled {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "http",
+                addr: config.http.listen,
+                source,
+            })?;
+        tracing::info!(listen = %config.http.listen, "HTTP API listening");
+        Some(tokio::spawn(crate::api::serve(
+            listener,
+            services.clone(),
+            pool.clone(),
+            state.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+
+    // The catalog must be loaded before we take calls.
+    if !load_catalog(&catalog, &pool, shutdown.clone()).await {
+        tracing::info!("shut down before the catalog was loaded");
+        stop_writer(writer).await;
+        return Ok(());
+    }
+    let refresher = cache::spawn_refresher(
+        catalog.clone(),
+        pool.clone(),
+        config.database.clone(),
+        config.catalog.clone(),
+        shutdown.clone(),
+    );
+
+    let calls = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.calls.max_concurrent));
+    let mut accept_loops = Vec::new();
+    if config.esl.enabled {
+        let listener = TcpListener::bind(config.esl.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "esl",
+                addr: config.esl.listen,
+                source,
+            })?;
+        tracing::info!(listen = %config.esl.listen, "FreeSWITCH outbound ESL listening");
+        accept_loops.push(tokio::spawn(accept_loop(
+            "esl",
+            listener,
+            slots.clone(),
+            calls.clone(),
+            shutdown.clone(),
+            services.clone(),
+            crate::pbx::freeswitch::serve_connection,
+        )));
+    }
+    // AGI_LISTENER
+    state.listening.send_replace(true);
+
+    let mut shutdown_wait = shutdown.clone();
+    let _ = shutdown_wait.wait_for(|s| *s).await;
+    state.draining.send_replace(true);
+    for handle in accept_loops {
+        let _ = handle.await;
+    }
+    calls.close();
+    let in_progress = calls.len();
+    let drain = Duration::from_secs(config.calls.drain_timeout_secs);
+    tracing::info!(
+        calls_in_progress = in_progress,
+        drain_secs = drain.as_secs(),
+        "stopped accepting calls; draining"
+    );
+    if tokio::time::timeout(drain, calls.wait()).await.is_err() {
+        tracing::warn!(
+            calls_cut = calls.len(),
+            "drain time over; remaining calls are left to the switch's failover path"
+        );
+    } else {
+        tracing::info!("all calls finished");
+    }
+    refresher.abort();
+    if let Some(http) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    }
+    stop_writer(writer).await;
+    tracing::info!("bidbridge stopped");
+    Ok(())
+}
+
+async fn stop_writer(writer: crate::ledger::writer::WriterHandle) {
+    let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+}
+
+/// Loads the catalog, retrying with backoff until it works or shutdown.
+async fn load_catalog(
+    catalog: &CatalogCache,
+    pool: &deadpool_postgres::Pool,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match cache::reload(catalog, pool).await {
+            Ok(()) => {
+                tracing::info!(status = ?catalog.status(), "catalog loaded");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot load the catalog from PostgreSQL at start; not taking calls yet (the dialplan's failover serves them)");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Accepts connections until shutdown; each runs `serve` in its own task
+/// holding a concurrency slot, tracked for the drain.
+async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    calls: TaskTracker,
+    mut shutdown: watch::Receiver<bool>,
+    services: Arc<Services>,
+    serve: F,
+) where
+    F: Fn(TcpStream, Arc<Services>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Take a slot first: at the limit, new calls wait in the listen
+        // backlog rather than being accepted and starved.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::from_millis(10);
+                let services = services.clone();
+                calls.spawn(async move {
+                    serve(stream, services).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!(listener = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.send_replace(true);
+}
