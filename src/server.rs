@@ -45,12 +45,46 @@ pub struct DaemonState {
     pub listening: watch::Sender<bool>,
 }
 
+/// A started daemon: where it listens, and how to stop it.
+pub struct Running {
+    pub esl_addr: Option<std::net::SocketAddr>,
+    pub agi_addr: Option<std::net::SocketAddr>,
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins the SIGTERM sequence (stop accepting, drain, flush).
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until the daemon has fully stopped.
+    pub async fn stopped(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// `bidbridge run`: start, then serve until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    let running = start(config).await?;
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(wait_for_signal(shutdown));
+    running.stopped().await;
+    Ok(())
+}
+
+/// Starts the daemon: HTTP, then (in the background) the catalog and the
+/// call listeners. Listener addresses may use port 0; the bound ones are
+/// returned. Call listeners are bound here, so a bad address fails start.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    crate::auction::ping::install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
     let catalog = CatalogCache::new();
     let pool = crate::db::pool(&config.database)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(wait_for_signal(shutdown_tx));
 
     let (records, writer) = crate::ledger::writer::start(&config.records, &config.database)?;
     let services = Arc::new(Services::new(
@@ -64,94 +98,120 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         listening: watch::channel(false).0,
     });
 
-    let http = if config.http.enabled {
-        let listener = TcpListener::bind(config.http.listen)
+    let bind = |what: &'static str, addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr)
             .await
-            .map_err(|source| ServerError::Bind {
-                what: "http",
-                addr: config.http.listen,
-                source,
-            })?;
-        tracing::info!(listen = %config.http.listen, "HTTP API listening");
-        Some(tokio::spawn(crate::api::serve(
+            .map_err(|source| ServerError::Bind { what, addr, source })
+    };
+    let http_listener = if config.http.enabled {
+        Some(bind("http", config.http.listen).await?)
+    } else {
+        None
+    };
+    let esl_listener = if config.esl.enabled {
+        Some(bind("esl", config.esl.listen).await?)
+    } else {
+        None
+    };
+    let agi_listener = if config.agi.enabled {
+        Some(bind("agi", config.agi.listen).await?)
+    } else {
+        None
+    };
+    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (http_addr, esl_addr, agi_addr) = (
+        local(&http_listener),
+        local(&esl_listener),
+        local(&agi_listener),
+    );
+
+    let http = http_listener.map(|listener| {
+        tracing::info!(listen = ?http_addr, "HTTP API listening");
+        tokio::spawn(crate::api::serve(
             listener,
             services.clone(),
             pool.clone(),
             state.clone(),
             shutdown.clone(),
-        )))
-    } else {
-        None
+        ))
+    });
+
+    let background = {
+        let services = services.clone();
+        async move {
+            // The catalog must be loaded before we take calls.
+            if !load_catalog(&catalog, &pool, shutdown.clone()).await {
+                tracing::info!("shut down before the catalog was loaded");
+                stop_writer(writer).await;
+                return;
+            }
+            let refresher = cache::spawn_refresher(
+                catalog.clone(),
+                pool.clone(),
+                config.database.clone(),
+                config.catalog.clone(),
+                shutdown.clone(),
+            );
+            let calls = TaskTracker::new();
+            let slots = Arc::new(Semaphore::new(config.calls.max_concurrent));
+            let mut accept_loops = Vec::new();
+            if let Some(listener) = esl_listener {
+                tracing::info!(listen = ?esl_addr, "FreeSWITCH outbound ESL listening");
+                accept_loops.push(tokio::spawn(accept_loop(
+                    "esl",
+                    listener,
+                    slots.clone(),
+                    calls.clone(),
+                    shutdown.clone(),
+                    services.clone(),
+                    crate::pbx::freeswitch::serve_connection,
+                )));
+            }
+            if let Some(listener) = agi_listener {
+                // AGI_LISTENER: the FastAGI accept loop goes here.
+                drop(listener);
+            }
+            state.listening.send_replace(true);
+
+            let mut shutdown_wait = shutdown.clone();
+            let _ = shutdown_wait.wait_for(|s| *s).await;
+            state.draining.send_replace(true);
+            for handle in accept_loops {
+                let _ = handle.await;
+            }
+            calls.close();
+            let in_progress = calls.len();
+            let drain = Duration::from_secs(config.calls.drain_timeout_secs);
+            tracing::info!(
+                calls_in_progress = in_progress,
+                drain_secs = drain.as_secs(),
+                "stopped accepting calls; draining"
+            );
+            if tokio::time::timeout(drain, calls.wait()).await.is_err() {
+                tracing::warn!(
+                    calls_cut = calls.len(),
+                    "drain time over; remaining calls are left to the switch's failover path"
+                );
+            } else {
+                tracing::info!("all calls finished");
+            }
+            refresher.abort();
+            if let Some(http) = http {
+                let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+            }
+            stop_writer(writer).await;
+            tracing::info!("bidbridge stopped");
+        }
     };
-
-    // The catalog must be loaded before we take calls.
-    if !load_catalog(&catalog, &pool, shutdown.clone()).await {
-        tracing::info!("shut down before the catalog was loaded");
-        stop_writer(writer).await;
-        return Ok(());
-    }
-    let refresher = cache::spawn_refresher(
-        catalog.clone(),
-        pool.clone(),
-        config.database.clone(),
-        config.catalog.clone(),
-        shutdown.clone(),
-    );
-
-    let calls = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(config.calls.max_concurrent));
-    let mut accept_loops = Vec::new();
-    if config.esl.enabled {
-        let listener = TcpListener::bind(config.esl.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "esl",
-                addr: config.esl.listen,
-                source,
-            })?;
-        tracing::info!(listen = %config.esl.listen, "FreeSWITCH outbound ESL listening");
-        accept_loops.push(tokio::spawn(accept_loop(
-            "esl",
-            listener,
-            slots.clone(),
-            calls.clone(),
-            shutdown.clone(),
-            services.clone(),
-            crate::pbx::freeswitch::serve_connection,
-        )));
-    }
-    // AGI_LISTENER
-    state.listening.send_replace(true);
-
-    let mut shutdown_wait = shutdown.clone();
-    let _ = shutdown_wait.wait_for(|s| *s).await;
-    state.draining.send_replace(true);
-    for handle in accept_loops {
-        let _ = handle.await;
-    }
-    calls.close();
-    let in_progress = calls.len();
-    let drain = Duration::from_secs(config.calls.drain_timeout_secs);
-    tracing::info!(
-        calls_in_progress = in_progress,
-        drain_secs = drain.as_secs(),
-        "stopped accepting calls; draining"
-    );
-    if tokio::time::timeout(drain, calls.wait()).await.is_err() {
-        tracing::warn!(
-            calls_cut = calls.len(),
-            "drain time over; remaining calls are left to the switch's failover path"
-        );
-    } else {
-        tracing::info!("all calls finished");
-    }
-    refresher.abort();
-    if let Some(http) = http {
-        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
-    }
-    stop_writer(writer).await;
-    tracing::info!("bidbridge stopped");
-    Ok(())
+    let done = tokio::spawn(background);
+    Ok(Running {
+        esl_addr,
+        agi_addr,
+        http_addr,
+        services,
+        shutdown: shutdown_tx,
+        done,
+    })
 }
 
 async fn stop_writer(writer: crate::ledger::writer::WriterHandle) {
