@@ -24,4 +24,5 @@ pub mod pbx;
 pub mod phone;
 pub mod server;
 pub mod services;
+pub mod simulate;
 pub mod template;

@@ -1,0 +1,300 @@
+//! Scenario files for `bidbridge simulate`: who calls, what they press,
+//! when they hang up, how each buyer's phone behaves, and (optionally)
+//! which loopback buyer HTTP servers to run.
+//!
+//! The same scenario drives the FreeSWITCH simulator (outbound ESL) and the
+//! Asterisk simulator (FastAGI), so the two switches can be compared on
+//! identical calls.
+//!
+//! ```toml
+//! [run]
+//! calls = 30
+//! rate_per_sec = 10.0
+//! tracking_number = "+18005550100"
+//! caller_base = "+13125550100"     # caller n is caller_base + n
+//! time_scale = 0.05                # 1 simulated second takes 50 ms
+//!
+//! [[callers]]                      # profiles, assigned to calls round-robin
+//! dtmf = ["1", "60601"]            # answer to the 1st, 2nd, ... collect
+//!
+//! [[callers]]
+//! dtmf = ["2", "10001"]
+//! hangup = { stage = "ringing", after_secs = 1.0 }
+//!
+//! [[legs]]                         # matched against the dial string, first match wins
+//! match = "buyer-noanswer"
+//! behaviour = "no_answer"
+//!
+//! [[legs]]
+//! match = "buyer-answer"
+//! behaviour = "answer"
+//! ring_secs = 2.0
+//! talk_secs = 95.0
+//!
+//! [[buyers]]                        # loopback bidders (optional)
+//! listen = "127.0.0.1:18081"
+//! behaviour = "bid"
+//! price = "14.00"
+//! delay_ms = 20
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Cents;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub run: RunSpec,
+    #[serde(default)]
+    pub callers: Vec<CallerProfile>,
+    #[serde(default)]
+    pub legs: Vec<LegSpec>,
+    #[serde(default)]
+    pub buyers: Vec<BuyerSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn ten() -> f64 {
+    10.0
+}
+
+fn scale() -> f64 {
+    1.0
+}
+
+fn default_tracking() -> String {
+    "+18005550100".to_string()
+}
+
+fn default_caller_base() -> String {
+    "+13125550100".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Calls to place.
+    #[serde(default = "one")]
+    pub calls: u32,
+    /// Calls started per second (evenly spaced).
+    #[serde(default = "ten")]
+    pub rate_per_sec: f64,
+    /// The number the callers dial.
+    #[serde(default = "default_tracking")]
+    pub tracking_number: String,
+    /// Caller n (0-based) calls from this number plus n.
+    #[serde(default = "default_caller_base")]
+    pub caller_base: String,
+    /// Real seconds per simulated second (ring and talk times, prompt
+    /// lengths). The switch's own timestamps stay in simulated time, as a
+    /// real switch would report them.
+    #[serde(default = "scale")]
+    pub time_scale: f64,
+}
+
+/// What a caller does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerProfile {
+    /// Digits entered at the 1st, 2nd, ... digit collection. A collection
+    /// beyond the list times out (the caller says nothing).
+    #[serde(default)]
+    pub dtmf: Vec<String>,
+    #[serde(default)]
+    pub hangup: Option<HangupSpec>,
+}
+
+/// When a caller hangs up on their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HangupSpec {
+    pub stage: HangupStage,
+    /// Simulated seconds into that stage.
+    #[serde(default)]
+    pub after_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupStage {
+    /// While a prompt (playback or collect) plays: the first one.
+    Prompt,
+    /// After the IVR's last collect, before the first bridge (the auction).
+    Auction,
+    /// While the first buyer's phone rings.
+    Ringing,
+    /// While talking to the first buyer who answers.
+    Bridged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegSpec {
+    /// Substring of the dial string (`sip:buyer-answer@...`, a number, an extension).
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub behaviour: LegBehaviour,
+    /// Simulated seconds of ringing before answering (or being busy/rejected).
+    #[serde(default)]
+    pub ring_secs: f64,
+    /// Simulated seconds of conversation after answering.
+    #[serde(default)]
+    pub talk_secs: f64,
+    /// Who ends an answered conversation (default: the buyer).
+    #[serde(default)]
+    pub ended_by: Option<EndedBy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegBehaviour {
+    Answer,
+    /// Rings until the ring timeout.
+    NoAnswer,
+    Busy,
+    Rejected,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    Buyer,
+    Caller,
+}
+
+/// A loopback bidder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerSpec {
+    pub listen: SocketAddr,
+    pub behaviour: BidBehaviour,
+    /// Price of a `bid` (ignored otherwise).
+    #[serde(default)]
+    pub price: Option<Cents>,
+    /// Delay before answering, in real milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Wire dialect spoken (default native).
+    #[serde(default)]
+    pub dialect: Option<crate::catalog::spec::PingDialect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BidBehaviour {
+    Bid,
+    NoBid,
+    /// HTTP 500.
+    Error,
+    /// A 200 whose body is not JSON.
+    Garbage,
+    /// A body far over any sane limit.
+    Huge,
+    /// Accepts the connection and never answers.
+    Silent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    pub fn read(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Invalid {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|message| ScenarioError::Invalid {
+            path: shown,
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        let scenario: Scenario = serde_path_to_error::deserialize(value)
+            .map_err(|e| format!("`{}`: {}", e.path(), e.inner()))?;
+        if !(scenario.run.time_scale > 0.0 && scenario.run.time_scale <= 10.0) {
+            return Err("run.time_scale must be in (0, 10]".into());
+        }
+        if !(scenario.run.rate_per_sec > 0.0) {
+            return Err("run.rate_per_sec must be positive".into());
+        }
+        if crate::phone::E164::parse_strict(&scenario.run.caller_base).is_err() {
+            return Err("run.caller_base must be an E.164 number".into());
+        }
+        Ok(scenario)
+    }
+
+    /// The profile of call `n` (round-robin; a silent caller when none).
+    pub fn caller(&self, n: u32) -> CallerProfile {
+        if self.callers.is_empty() {
+            return CallerProfile::default();
+        }
+        self.callers[n as usize % self.callers.len()].clone()
+    }
+
+    /// Caller ID of call `n`.
+    pub fn caller_number(&self, n: u32) -> String {
+        let digits = self.run.caller_base.trim_start_matches('+');
+        match digits.parse::<u64>() {
+            Ok(base) => format!("+{}", base + u64::from(n)),
+            Err(_) => self.run.caller_base.clone(),
+        }
+    }
+
+    /// How a leg to `dial_string` behaves: the first matching spec, else
+    /// unreachable.
+    pub fn leg(&self, dial_string: &str) -> LegSpec {
+        self.legs
+            .iter()
+            .find(|l| dial_string.contains(&l.matches))
+            .cloned()
+            .unwrap_or(LegSpec {
+                matches: String::new(),
+                behaviour: LegBehaviour::Unreachable,
+                ring_secs: 0.0,
+                talk_secs: 0.0,
+                ended_by: None,
+            })
+    }
+}
+
+/// What the simulator saw of one call (the switch's view).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallTrace {
+    pub index: u32,
+    pub caller: String,
+    /// Bridges requested, in order, with the behaviour played.
+    pub bridges: Vec<(String, String)>,
+    /// Digits given to collects.
+    pub dtmf_sent: Vec<String>,
+    /// How the call ended on the switch side: `hangup <CAUSE>`, `caller hung up`,
+    /// `transfer`, `handed back`, or an error.
+    pub ended: String,
+    /// Whether the daemon closed the session cleanly.
+    pub completed: bool,
+    pub error: Option<String>,
+    /// Real milliseconds from connect to close.
+    pub duration_ms: u64,
+}
+
+/// The run's summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimReport {
+    pub calls: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub traces: Vec<CallTrace>,
+}
