@@ -14,8 +14,14 @@ use super::dial::PromptName;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IvrSpec {
-    /// Id of the first node.
-    pub start: String,
+    /// Played once when the call is answered, before the first node
+    /// ("Thank you for calling ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting: Option<PromptName>,
+    /// Id of the first node; absent for an IVR that only plays its greeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<IvrNodeSpec>,
 }
 
@@ -119,14 +125,20 @@ impl IvrSpec {
         if ids.len() != self.nodes.len() {
             out.push(("nodes".to_string(), "two nodes share an id".to_string()));
         }
-        if self.nodes.is_empty() {
-            out.push((
-                "nodes".to_string(),
-                "an IVR needs at least one node".to_string(),
-            ));
-        }
-        if !ids.contains(self.start.as_str()) {
-            out.push(("start".to_string(), format!("no node `{}`", self.start)));
+        match &self.start {
+            Some(start) if !ids.contains(start.as_str()) => {
+                out.push(("start".to_string(), format!("no node `{start}`")))
+            }
+            Some(_) => {}
+            None if self.greeting.is_none() => out.push((
+                "start".to_string(),
+                "an IVR needs a start node, a greeting, or both".to_string(),
+            )),
+            None if !self.nodes.is_empty() => out.push((
+                "start".to_string(),
+                "nodes are given but no start node".to_string(),
+            )),
+            None => {}
         }
         for node in &self.nodes {
             let at = |field: &str| format!("nodes[{}].{field}", node.id);
@@ -291,7 +303,8 @@ mod tests {
             next: None,
         });
         let spec = IvrSpec {
-            start: "product".into(),
+            greeting: None,
+            start: Some("product".into()),
             nodes: vec![
                 menu(
                     "product",
@@ -309,7 +322,8 @@ mod tests {
     #[test]
     fn dangling_next_and_cycles_are_refused() {
         let spec = IvrSpec {
-            start: "a".into(),
+            greeting: None,
+            start: Some("a".into()),
             nodes: vec![menu("a", &[("1", None, Some("nowhere"))])],
         };
         assert!(
@@ -319,7 +333,8 @@ mod tests {
         );
 
         let spec = IvrSpec {
-            start: "a".into(),
+            greeting: None,
+            start: Some("a".into()),
             nodes: vec![
                 menu("a", &[("1", None, Some("b"))]),
                 menu("b", &[("2", None, Some("a"))]),
@@ -331,7 +346,8 @@ mod tests {
     #[test]
     fn bad_keys_and_tags_are_refused() {
         let spec = IvrSpec {
-            start: "a".into(),
+            greeting: None,
+            start: Some("a".into()),
             nodes: vec![menu(
                 "a",
                 &[("12", None, None), ("3", Some("novalue"), None)],

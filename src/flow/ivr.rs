@@ -37,7 +37,18 @@ pub async fn walk<C: CallChannel>(
     metrics: &Metrics,
 ) -> Result<IvrResult, (ChannelError, IvrResult)> {
     let mut result = IvrResult::default();
-    let mut next = Some(ivr.start.clone());
+    if let Some(greeting) = &ivr.greeting {
+        match channel.play(greeting).await {
+            Ok(PlayOutcome::Played) => {}
+            Ok(PlayOutcome::PromptFailed { detail }) => {
+                metrics.prompt_failures.inc();
+                tracing::error!(%detail, "OPERATOR ALERT: IVR greeting could not be played");
+                result.notes.push(format!("greeting failed: {detail}"));
+            }
+            Err(e) => return Err((e, result)),
+        }
+    }
+    let mut next = ivr.start.clone();
     let mut steps = 0;
     while let Some(id) = next.take() {
         steps += 1;
