@@ -55,8 +55,9 @@ pub fn prompt_path(prompt: &PromptName, settings: &FreeswitchConfig) -> String {
     )
 }
 
-/// The variable `play_and_get_digits` stores digits in.
-pub const DIGITS_VARIABLE: &str = "bidbridge_digits";
+/// The variable `play_and_get_digits` stores digits in (the name the
+/// recordings use, so replays read the real switch's results unaltered).
+pub const DIGITS_VARIABLE: &str = "ivr_choice";
 
 /// `play_and_get_digits` arguments for one try: `min max tries timeout
 /// terminators file invalid_file var_name regexp digit_timeout`. One try
@@ -267,7 +268,7 @@ mod tests {
         );
         assert_eq!(
             collect_arg("/x/welcome.wav", 1, Duration::from_secs(5), Some('#')),
-            "1 1 1 5000 # /x/welcome.wav silence_stream://250 bidbridge_digits ^[0-9*#]+$ 5000"
+            "1 1 1 5000 # /x/welcome.wav silence_stream://250 ivr_choice ^[0-9*#]+$ 5000"
         );
     }
 
