@@ -18,6 +18,7 @@
 //! recordings that show them.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +73,11 @@ struct Shared {
     finished: watch::Sender<bool>,
     /// Flips when the connection to the switch is gone.
     disconnected: watch::Sender<bool>,
+    /// A `sched_transfer` failsafe is pending on the switch.
+    failsafe_armed: std::sync::atomic::AtomicBool,
+    /// For the pump's own commands (cancelling the failsafe on bridge).
+    client: EslClient,
+    channel_id: String,
 }
 
 impl Shared {
@@ -102,7 +108,6 @@ pub struct FsChannel {
     settings: FreeswitchConfig,
     bridge_vars_set: bool,
     collected_before: bool,
-    failsafe_armed: bool,
 }
 
 /// Channel variables worth carrying into [`CallInfo::variables`]: SIP
@@ -171,6 +176,9 @@ impl FsChannel {
             presence: presence_tx,
             finished,
             disconnected,
+            failsafe_armed: std::sync::atomic::AtomicBool::new(false),
+            client: client.clone(),
+            channel_id: info.channel_id.clone(),
         });
         let pump = tokio::spawn(pump(events, shared.clone()));
 
@@ -188,7 +196,6 @@ impl FsChannel {
             settings,
             bridge_vars_set: false,
             collected_before: false,
-            failsafe_armed: false,
         })
     }
 
@@ -494,9 +501,8 @@ impl CallChannel for FsChannel {
             let endpoint = wire::endpoint(backup, &self.settings);
             self.set_queued("bidbridge_backup_dial", &endpoint).await?;
         }
-        if self.failsafe_armed {
-            self.api(&format!("sched_del {}", self.info.channel_id))
-                .await?;
+        if self.shared.failsafe_armed.swap(false, Ordering::SeqCst) {
+            self.api(&format!("sched_del {}", self.info.channel_id)).await?;
         }
         // Runs in the switch's scheduler: if we stop responding, the caller is
         // transferred to the failover extension, which dials the backup line.
@@ -512,17 +518,15 @@ impl CallChannel for FsChannel {
         if reply.starts_with("-ERR") {
             tracing::warn!(reply, "the switch refused the failsafe sched_transfer");
         }
-        self.failsafe_armed = true;
+        self.shared.failsafe_armed.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     async fn disarm_failsafe(&mut self) -> Result<(), ChannelError> {
-        if !self.failsafe_armed || *self.shared.disconnected.borrow() {
+        if !self.shared.failsafe_armed.swap(false, Ordering::SeqCst) || *self.shared.disconnected.borrow() {
             return Ok(());
         }
-        self.api(&format!("sched_del {}", self.info.channel_id))
-            .await?;
-        self.failsafe_armed = false;
+        self.api(&format!("sched_del {}", self.info.channel_id)).await?;
         Ok(())
     }
 
@@ -587,7 +591,21 @@ async fn pump(mut events: EslEventStream, shared: Arc<Shared>) {
                     let _ = done.send(Completion { event, started_at });
                 }
             }
-            Some("CHANNEL_BRIDGE") => shared.lock_bridge().bridged_at = at,
+            Some("CHANNEL_BRIDGE") => {
+                shared.lock_bridge().bridged_at = at;
+                // The caller is with a buyer: the failsafe must not fire during
+                // the conversation. The flow is inside `bridge` now, so the
+                // pump cancels it itself.
+                if shared.failsafe_armed.swap(false, Ordering::SeqCst) {
+                    let client = shared.client.clone();
+                    let command = format!("sched_del {}", shared.channel_id);
+                    tokio::spawn(async move {
+                        if let Err(e) = client.api(&command).await {
+                            tracing::warn!(error = %e, "could not cancel the failsafe after the bridge formed");
+                        }
+                    });
+                }
+            }
             Some("CHANNEL_UNBRIDGE") => shared.lock_bridge().unbridged_at = at,
             Some("CHANNEL_HANGUP") => {
                 let cause = event
