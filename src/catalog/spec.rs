@@ -946,3 +946,31 @@ fn check_url_template(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example must stay a valid catalog.
+    #[test]
+    fn documented_example_is_valid_and_round_trips() {
+        let text = include_str!("../../docs/examples/catalog.toml");
+        let doc =
+            CatalogDoc::parse(text, DocFormat::Toml).expect("docs/examples/catalog.toml parses");
+        assert_eq!(
+            doc.validate(),
+            vec![],
+            "docs/examples/catalog.toml has problems"
+        );
+        let snapshot = super::super::Snapshot::build(&doc).expect("builds");
+        assert_eq!(snapshot.numbers.len(), 2);
+        assert_eq!(snapshot.destination_count, 3);
+        for format in [DocFormat::Toml, DocFormat::Yaml] {
+            let mut again = CatalogDoc::parse(&doc.render(format).unwrap(), format).unwrap();
+            let mut original = doc.clone();
+            again.normalize();
+            original.normalize();
+            assert_eq!(again, original, "{format:?} round trip");
+        }
+    }
+}

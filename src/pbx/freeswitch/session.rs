@@ -502,7 +502,8 @@ impl CallChannel for FsChannel {
             self.set_queued("bidbridge_backup_dial", &endpoint).await?;
         }
         if self.shared.failsafe_armed.swap(false, Ordering::SeqCst) {
-            self.api(&format!("sched_del {}", self.info.channel_id)).await?;
+            self.api(&format!("sched_del {}", self.info.channel_id))
+                .await?;
         }
         // Runs in the switch's scheduler: if we stop responding, the caller is
         // transferred to the failover extension, which dials the backup line.
@@ -523,10 +524,13 @@ impl CallChannel for FsChannel {
     }
 
     async fn disarm_failsafe(&mut self) -> Result<(), ChannelError> {
-        if !self.shared.failsafe_armed.swap(false, Ordering::SeqCst) || *self.shared.disconnected.borrow() {
+        if !self.shared.failsafe_armed.swap(false, Ordering::SeqCst)
+            || *self.shared.disconnected.borrow()
+        {
             return Ok(());
         }
-        self.api(&format!("sched_del {}", self.info.channel_id)).await?;
+        self.api(&format!("sched_del {}", self.info.channel_id))
+            .await?;
         Ok(())
     }
 
