@@ -87,12 +87,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let (records, writer) = crate::ledger::writer::start(&config.records, &config.database)?;
-    let services = Arc::new(Services::new(
-        config.clone(),
-        catalog.clone(),
-        records,
-        metrics.clone(),
-    ));
+    let caps = crate::caps::Caps::new(pool.clone(), config.node.id.clone());
+    let services = Arc::new(
+        Services::new(config.clone(), catalog.clone(), records, metrics.clone())
+            .with_caps(caps.clone()),
+    );
     let state = Arc::new(DaemonState {
         draining: watch::channel(false).0,
         listening: watch::channel(false).0,
@@ -145,6 +144,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 stop_writer(writer).await;
                 return;
             }
+            let caps_maintenance = caps.spawn_maintenance();
             let refresher = cache::spawn_refresher(
                 catalog.clone(),
                 pool.clone(),
@@ -196,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 tracing::info!("all calls finished");
             }
             refresher.abort();
+            caps_maintenance.abort();
             if let Some(http) = http {
                 let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
             }

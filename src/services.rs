@@ -21,6 +21,9 @@ pub struct Services {
     pub gate: Arc<dyn Gate>,
     /// Answer and payable rates for expected-value ranking.
     pub scorer: Arc<dyn Scorer>,
+    /// Exact cross-node cap admission; `None` when the node runs without a
+    /// database connection for caps (tests of the call path alone).
+    pub caps: Option<Arc<crate::caps::Caps>>,
 }
 
 impl Services {
@@ -41,6 +44,15 @@ impl Services {
             metrics,
             gate: Arc::new(OpenGate),
             scorer: Arc::new(NeutralScorer),
+            caps: None,
         }
+    }
+
+    /// Enforces caps through `caps` (eligibility from its snapshot, exact
+    /// admission before each ring).
+    pub fn with_caps(mut self, caps: Arc<crate::caps::Caps>) -> Services {
+        self.gate = caps.clone();
+        self.caps = Some(caps);
+        self
     }
 }

@@ -95,8 +95,26 @@ pub async fn connect<C: CallChannel>(
         } else {
             AttemptKind::Fallthrough
         };
+        // Exact cross-node admission for capped destinations: one round
+        // trip, for this destination only, right before it rings.
+        let reservation = match &services.caps {
+            Some(caps) => match caps
+                .admit(call.record.call_id, &offer.destination, offer.price_charged)
+                .await
+            {
+                Ok(reservation) => reservation,
+                Err(refusal) => {
+                    tracing::info!(destination = %offer.destination.id, %refusal, "skipping a destination at admission");
+                    call.record
+                        .attempts
+                        .push(skipped(&offer, &refusal.to_string()));
+                    continue;
+                }
+            },
+            None => None,
+        };
         buyer_attempts += 1;
-        let outcome = attempt(
+        let attempted = attempt(
             channel,
             call,
             &offer.dial,
@@ -106,7 +124,20 @@ pub async fn connect<C: CallChannel>(
             campaign.backup.as_ref(),
             grace,
         )
-        .await?;
+        .await;
+        if let (Some(caps), Some(reservation)) = (&services.caps, reservation) {
+            let (answered, payable_price) = match &attempted {
+                Ok(o) if o.status == LegStatus::Answered => {
+                    let payable = o
+                        .talk_time
+                        .is_some_and(|t| t.as_secs() >= u64::from(offer.min_talk_secs));
+                    (true, payable.then_some(offer.price_charged))
+                }
+                _ => (false, None),
+            };
+            caps.settle(reservation, answered, payable_price).await;
+        }
+        let outcome = attempted?;
         let status = outcome.status;
         services
             .metrics
