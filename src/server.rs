@@ -145,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 return;
             }
             let caps_maintenance = caps.spawn_maintenance();
+            let stats_refresh = stats.spawn_refresh(pool.clone());
             let refresher = cache::spawn_refresher(
                 catalog.clone(),
                 pool.clone(),
@@ -197,6 +198,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
             refresher.abort();
             caps_maintenance.abort();
+            stats_refresh.abort();
             if let Some(http) = http {
                 let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
             }

@@ -48,6 +48,12 @@ impl Services {
         }
     }
 
+    /// Ranks by measured answer and payable rates where campaigns ask for it.
+    pub fn with_scorer(mut self, scorer: Arc<dyn Scorer>) -> Services {
+        self.scorer = scorer;
+        self
+    }
+
     /// Enforces caps through `caps` (eligibility from its snapshot, exact
     /// admission before each ring).
     pub fn with_caps(mut self, caps: Arc<crate::caps::Caps>) -> Services {

@@ -15,6 +15,7 @@ pub mod eligibility;
 pub mod ping;
 pub mod protocol;
 pub mod rank;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
