@@ -88,9 +88,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let (records, writer) = crate::ledger::writer::start(&config.records, &config.database)?;
     let caps = crate::caps::Caps::new(pool.clone(), config.node.id.clone());
+    let stats = crate::auction::stats::DestinationStats::new();
     let services = Arc::new(
         Services::new(config.clone(), catalog.clone(), records, metrics.clone())
-            .with_caps(caps.clone()),
+            .with_caps(caps.clone())
+            .with_scorer(stats.clone()),
     );
     let state = Arc::new(DaemonState {
         draining: watch::channel(false).0,
