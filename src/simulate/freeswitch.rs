@@ -1740,3 +1740,321 @@ fn is_call_specific(name: &str) -> bool {
                 | "total_loops"
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::dial::{DialTarget, PromptName};
+    use crate::config::FreeswitchConfig;
+    use crate::pbx::freeswitch::session::FsChannel;
+    use crate::pbx::{
+        BridgeRequest, CallChannel, CollectOutcome, CollectRequest, HangupCause, LegStatus, Party,
+    };
+    use freeswitch_esl_tokio::EslClient;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const SCENARIO: &str = r#"
+[run]
+time_scale = 0.01
+tracking_number = "+18005550100"
+caller_base = "+13125550100"
+
+[[callers]]
+dtmf = ["1"]
+
+[[legs]]
+match = "buyer-noanswer"
+behaviour = "no_answer"
+
+[[legs]]
+match = "buyer-busy"
+behaviour = "busy"
+
+[[legs]]
+match = "buyer-answer"
+behaviour = "answer"
+ring_secs = 2.0
+talk_secs = 95.0
+"#;
+
+    fn scenario(extra: &str) -> Arc<Scenario> {
+        let text = format!("{SCENARIO}{extra}");
+        Arc::new(Scenario::parse(&text).expect("test scenario parses"))
+    }
+
+    /// A fake switch call against the daemon's real adapter.
+    async fn session(sc: Arc<Scenario>) -> (FsChannel, tokio::task::JoinHandle<CallTrace>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sim = tokio::spawn(run_call(addr, sc, 0));
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (client, events) = EslClient::accept_outbound_stream(stream);
+        let channel = FsChannel::establish(client, events, FreeswitchConfig::default())
+            .await
+            .expect("session set-up");
+        (channel, sim)
+    }
+
+    fn bridge(uri: &str, ring_secs: u64) -> BridgeRequest {
+        BridgeRequest {
+            target: DialTarget::from_parts(None, None, Some(uri), None, None).expect("target"),
+            ring_timeout: Duration::from_secs(ring_secs),
+            call_id: uuid::Uuid::new_v4().to_string(),
+            caller_id_number: None,
+        }
+    }
+
+    fn collect() -> CollectRequest {
+        CollectRequest {
+            prompt: PromptName::new("welcome").expect("prompt"),
+            max_digits: 1,
+            timeout: Duration::from_secs(5),
+            terminator: Some('#'),
+        }
+    }
+
+    #[tokio::test]
+    async fn adapter_and_simulator_agree_on_a_failover_call() {
+        let (mut ch, sim) = session(scenario("")).await;
+        assert_eq!(ch.info().caller_id_number, "+13125550100");
+        assert_eq!(ch.info().dialed_number, "+18005550100");
+        assert!(!ch.info().answered);
+        assert!(ch.info().variables.contains_key("sip_call_id"));
+
+        ch.answer().await.expect("answer");
+        let digits = ch.collect(&collect()).await.expect("collect");
+        assert_eq!(digits, CollectOutcome::Digits("1".into()));
+        // A second collect: the caller says nothing this time.
+        let silent = ch.collect(&collect()).await.expect("collect");
+        assert_eq!(
+            silent,
+            CollectOutcome::Timeout {
+                partial: String::new()
+            }
+        );
+
+        let no_answer = ch
+            .bridge(&bridge("sip:buyer-noanswer@127.0.0.1:5092", 3))
+            .await
+            .expect("bridge 1");
+        assert_eq!(no_answer.status, LegStatus::NoAnswer);
+        assert_eq!(no_answer.cause.as_deref(), Some("NO_ANSWER"));
+        assert!(
+            no_answer.ring_time >= Duration::from_secs(2)
+                && no_answer.ring_time < Duration::from_secs(3),
+            "{:?}",
+            no_answer.ring_time
+        );
+
+        let busy = ch
+            .bridge(&bridge("sip:buyer-busy@127.0.0.1:5091", 30))
+            .await
+            .expect("bridge 2");
+        assert_eq!(busy.status, LegStatus::Busy);
+        assert_eq!(busy.cause.as_deref(), Some("USER_BUSY"));
+
+        let answered = ch
+            .bridge(&bridge("sip:buyer-answer@127.0.0.1:5090", 30))
+            .await
+            .expect("bridge 3");
+        assert_eq!(answered.status, LegStatus::Answered);
+        assert_eq!(answered.ended_by, Some(Party::Buyer));
+        let talk = answered.talk_time.expect("talk time").as_secs_f64();
+        assert!((talk - 95.0).abs() < 0.5, "talk {talk}");
+        let ring = answered.ring_time.as_secs_f64();
+        assert!((ring - 2.0).abs() < 0.5, "ring {ring}");
+
+        ch.hangup(HangupCause::NormalClearing)
+            .await
+            .expect("hangup");
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert!(trace.completed, "{trace:?}");
+        assert_eq!(trace.error, None);
+        assert_eq!(trace.ended, "hangup NORMAL_CLEARING");
+        assert_eq!(trace.bridges.len(), 3);
+        assert_eq!(trace.dtmf_sent, vec!["1".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn caller_hanging_up_while_the_buyer_rings_is_caller_gone() {
+        let sc = scenario("");
+        let mut sc = (*sc).clone();
+        sc.callers[0].hangup = Some(super::super::scenario::HangupSpec {
+            stage: HangupStage::Ringing,
+            after_secs: 1.0,
+        });
+        let (mut ch, sim) = session(Arc::new(sc)).await;
+        ch.answer().await.expect("answer");
+        let outcome = ch
+            .bridge(&bridge("sip:buyer-noanswer@127.0.0.1:5092", 30))
+            .await
+            .expect("bridge");
+        assert_eq!(outcome.status, LegStatus::CallerGone);
+        assert_eq!(outcome.cause.as_deref(), Some("ORIGINATOR_CANCEL"));
+        assert!(ch.presence().is_gone());
+        // Hanging up a gone caller is a no-op; close still says exit.
+        ch.hangup(HangupCause::NormalClearing)
+            .await
+            .expect("hangup");
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "caller hung up");
+        assert!(trace.completed, "{trace:?}");
+    }
+
+    #[tokio::test]
+    async fn caller_hanging_up_during_a_prompt_ends_the_prompt() {
+        let sc = scenario("");
+        let mut sc = (*sc).clone();
+        sc.callers[0].hangup = Some(super::super::scenario::HangupSpec {
+            stage: HangupStage::Prompt,
+            after_secs: 0.5,
+        });
+        let (mut ch, sim) = session(Arc::new(sc)).await;
+        ch.answer().await.expect("answer");
+        let played = ch.play(&PromptName::new("greeting").expect("prompt")).await;
+        assert!(
+            matches!(&played, Err(e) if e.is_caller_gone()),
+            "{played:?}"
+        );
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "caller hung up");
+        assert!(trace.completed);
+    }
+
+    #[tokio::test]
+    async fn caller_ending_the_conversation_is_reported_as_the_caller() {
+        let extra = r#"
+[[legs]]
+match = "buyer-chatty"
+behaviour = "answer"
+ring_secs = 1.0
+talk_secs = 30.0
+ended_by = "caller"
+"#;
+        let (mut ch, sim) = session(scenario(extra)).await;
+        ch.answer().await.expect("answer");
+        let outcome = ch
+            .bridge(&bridge("sip:buyer-chatty@127.0.0.1:5093", 30))
+            .await
+            .expect("bridge");
+        assert_eq!(outcome.status, LegStatus::Answered);
+        assert_eq!(outcome.ended_by, Some(Party::Caller));
+        let talk = outcome.talk_time.expect("talk").as_secs_f64();
+        assert!((talk - 30.0).abs() < 0.5, "talk {talk}");
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "caller hung up");
+    }
+
+    #[test]
+    fn templates_round_trip_byte_exact() {
+        let tpl = templates().expect("templates");
+        for (name, t) in &tpl.frames {
+            if name.starts_with("NOTICE") {
+                continue;
+            }
+            assert_eq!(
+                serialize_headers(&t.headers),
+                t.raw,
+                "{name} does not re-encode to the recorded bytes"
+            );
+        }
+    }
+
+    /// Reads from a raw socket until `needle` has arrived (or 5 s pass).
+    async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 8192];
+        while !seen.contains(needle) {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn connect_reply_and_events_parse_and_api_replies_are_real() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sim = tokio::spawn(run_call(addr, scenario(""), 7));
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut seen = String::new();
+        s.write_all(b"connect\n\n").await.expect("write");
+        assert!(read_until(&mut s, &mut seen, "Control: full\n\n").await);
+        assert!(seen.starts_with("Event-Name: CHANNEL_DATA\n"));
+        assert!(!seen.contains("Content-Length"));
+        assert!(seen.contains("Caller-Caller-ID-Number: %2B13125550107\n"));
+        assert!(seen.contains("Reply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n"));
+        let vars = seen.matches("\nvariable_").count();
+        assert!(vars > 60, "{vars} variables");
+        seen.clear();
+        s.write_all(b"myevents plain\n\n").await.expect("write");
+        assert!(read_until(&mut s, &mut seen, "+OK Events Enabled\n\n").await);
+        s.write_all(b"api no_such_command\n\n")
+            .await
+            .expect("write");
+        assert!(
+            read_until(
+                &mut s,
+                &mut seen,
+                "-ERR no_such_command Command not found!\n"
+            )
+            .await
+        );
+        assert!(seen.contains("Content-Type: api/response\nContent-Length: 40\n\n"));
+        s.write_all(
+            b"sendmsg\nCall-Command: execute\nExecute-App-Name: answer\nEvent-Uuid: abc\n\n",
+        )
+        .await
+        .expect("write");
+        assert!(read_until(&mut s, &mut seen, "Event-Name: CHANNEL_EXECUTE_COMPLETE").await);
+        assert!(read_until(&mut s, &mut seen, "Application-UUID: abc\n\n").await);
+        assert!(seen.contains("Event-Name: CHANNEL_ANSWER"));
+        s.write_all(b"exit\n\n").await.expect("write");
+        assert!(read_until(&mut s, &mut seen, "See you at ClueCon!").await);
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "handed back");
+        assert!(trace.completed);
+    }
+
+    #[tokio::test]
+    async fn a_daemon_sending_garbage_fails_the_trace_without_panicking() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sim = tokio::spawn(run_call(addr, scenario(""), 0));
+        let (mut s, _) = listener.accept().await.expect("accept");
+        s.write_all(b"\xff\xfe garbage\n\n").await.expect("write");
+        let trace = sim.await.expect("simulator task");
+        assert!(!trace.completed);
+        assert!(trace.error.is_some());
+
+        let sim = tokio::spawn(run_call(addr, scenario(""), 1));
+        let (s, _) = listener.accept().await.expect("accept");
+        drop(s);
+        let trace = sim.await.expect("simulator task");
+        assert!(!trace.completed);
+        assert!(
+            trace
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("closed")
+        );
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_a_failed_trace() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let trace = run_call(addr, scenario(""), 0).await;
+        assert!(!trace.completed);
+        assert!(trace.error.is_some());
+    }
+}
