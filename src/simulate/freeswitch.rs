@@ -868,11 +868,13 @@ impl Call {
     async fn serve(&mut self) -> Result<(), SimError> {
         let mut idle_since = Instant::now();
         loop {
-            if self.state == State::Live && self.running.is_none() && !self.transferred {
-                if let Some(app) = self.queue.pop_front() {
-                    self.start_app(app).await?;
-                    continue;
-                }
+            if self.state == State::Live
+                && self.running.is_none()
+                && !self.transferred
+                && let Some(app) = self.queue.pop_front()
+            {
+                self.start_app(app).await?;
+                continue;
             }
             let app_timer = self
                 .running
