@@ -73,8 +73,18 @@ pub enum Command {
     /// Play FreeSWITCH against a running daemon: place scripted calls to its Event Socket port
     /// and serve loopback buyers from a scenario file; print one line per call and totals.
     ///
-    /// Needs no configuration or database of its own (the daemon under test has them).
-    /// `bidbridge simulate buyers --scenario FILE` only serves the scenario's buyers.
+    /// Each call is one TCP connection to the daemon's ESL port, as FreeSWITCH's `socket`
+    /// application makes it; the switch side answers with the events a real FreeSWITCH 1.10
+    /// sends. The scenario's [[buyers]] run as loopback HTTP bidders during the run (unless
+    /// --no-buyers). Needs no configuration or database of its own.
+    ///
+    /// Examples:
+    ///   bidbridge simulate --scenario demo.toml --esl 127.0.0.1:8084
+    ///   bidbridge simulate --scenario demo.toml --calls 100 --rate 20 --json report.json
+    ///   bidbridge simulate buyers --scenario demo.toml   # only the buyers, until Ctrl-C
+    ///
+    /// Exit status: 0 every call completed, 1 a call failed, 2 bad scenario or usage.
+    #[command(verbatim_doc_comment)]
     Simulate(crate::simulate::SimulateArgs),
 }
 

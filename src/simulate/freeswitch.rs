@@ -707,6 +707,9 @@ struct Call {
     /// Set when the call ended for the daemon (transfer, hang-up).
     transferred: bool,
     close_at: Option<Instant>,
+    /// An armed `sched_transfer`: (real deadline, extension). FreeSWITCH's
+    /// scheduler runs on the wall clock, so this deadline is not scaled.
+    failsafe: Option<(Instant, String)>,
 }
 
 /// Places one call: connects to `esl`, plays the switch until the daemon
@@ -775,6 +778,7 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             answered_bridges: 0,
             transferred: false,
             close_at: None,
+            failsafe: None,
         };
         // The channel's variables as the connect reply shows them.
         let data = tpl.get("CHANNEL_DATA")?;
@@ -882,7 +886,12 @@ impl Call {
                 .and_then(|r| r.timer.as_ref())
                 .map(|(at, _, _)| *at);
             let caller_timer = self.caller_timer.map(|(at, _)| at);
-            let busy = app_timer.is_some() || caller_timer.is_some();
+            let failsafe = self
+                .failsafe
+                .as_ref()
+                .filter(|_| self.state == State::Live && !self.transferred)
+                .map(|(at, _)| *at);
+            let busy = app_timer.is_some() || caller_timer.is_some() || failsafe.is_some();
             let limit = if self.state == State::HungUp || self.transferred {
                 EXIT_LIMIT
             } else {
@@ -913,9 +922,24 @@ impl Call {
                     }
                     idle_since = Instant::now();
                 }
+                _ = tokio::time::sleep_until(failsafe.unwrap_or(far)), if failsafe.is_some() => {
+                    if let Some((_, extension)) = self.failsafe.take() {
+                        self.failsafe_transfer(&extension).await?;
+                    }
+                    idle_since = Instant::now();
+                }
                 _ = tokio::time::sleep_until(self.close_at.unwrap_or(far)), if self.close_at.is_some() => {
+                    if self.linger.is_none() {
+                        // No linger: FreeSWITCH closed the socket right after
+                        // the disconnect notice; that is a normal end.
+                        let _ = self.wr.shutdown().await;
+                        self.trace.completed = true;
+                        return Ok(());
+                    }
                     // `linger N` ran out: FreeSWITCH closes the socket itself.
-                    self.send(&self.disconnect_notice()?).await?;
+                    let notice = self.disconnect_notice()?;
+                    self.send(&notice).await?;
+                    let _ = self.wr.shutdown().await;
                     self.trace.completed = false;
                     self.trace.error = Some("the daemon never sent exit; the linger time ran out".into());
                     return Ok(());
@@ -1043,6 +1067,13 @@ impl Call {
                 } else if gone || args.get(1) != Some(&self.ch.uuid.as_str()) {
                     "-ERR No such channel!\n".into()
                 } else {
+                    let secs: u64 = args[0].trim_start_matches('+').parse().unwrap_or(0);
+                    // `+N` is relative; an absolute epoch is taken as "now".
+                    let secs = if args[0].starts_with('+') { secs } else { 0 };
+                    self.failsafe = Some((
+                        Instant::now() + Duration::from_secs(secs),
+                        args[2].to_string(),
+                    ));
                     "+OK\n".into()
                 }
             }
@@ -1050,7 +1081,10 @@ impl Call {
                 if args.is_empty() {
                     "-ERR Invalid syntax. USAGE: sched_del <task_id>|<group_id>\n".into()
                 } else {
-                    "+OK Deleted: 1\n".into()
+                    // The transfer task's group is the channel's uuid.
+                    let deleted =
+                        u32::from(self.failsafe.take().is_some() && args[0] == self.ch.uuid);
+                    format!("+OK Deleted: {deleted}\n")
                 }
             }
             "uuid_setvar" => {
@@ -1230,6 +1264,46 @@ impl Call {
                 self.hangup("DESTINATION_OUT_OF_ORDER", false).await?;
             }
         }
+        Ok(())
+    }
+
+    /// The daemon stopped responding and the armed `sched_transfer` fired:
+    /// the switch takes the caller out of the socket application into the
+    /// failover extension, interrupting whatever ran.
+    async fn failsafe_transfer(&mut self, extension: &str) -> Result<(), SimError> {
+        if self.state != State::Live || self.transferred {
+            return Ok(());
+        }
+        self.queue.clear();
+        self.caller_timer = None;
+        if let Some(running) = self.running.take() {
+            if let Kind::Bridge(b) = &running.kind {
+                if b.stage == BridgeStage::Talking {
+                    self.unbridge().await?;
+                } else {
+                    let cause = "ORIGINATOR_CANCEL";
+                    self.ch
+                        .push_list("originate_causes", &format!("{};{cause}", b.leg_uuid));
+                    self.ch.set("originate_disposition", cause);
+                    self.ch.set("DIALSTATUS", dialstatus(cause));
+                }
+            }
+            let response = if running.app.name == "playback" {
+                "PLAYBACK ERROR"
+            } else {
+                "_none_"
+            };
+            self.emit_complete(&running.app, response).await?;
+        }
+        self.emit("CHANNEL_UNPARK", &[]).await?;
+        let socket = App {
+            name: "socket".into(),
+            arg: "127.0.0.1:8084 async full".into(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+        };
+        self.emit_complete(&socket, "_none_").await?;
+        self.transferred = true;
+        self.trace.ended = format!("failsafe transfer to {extension}");
         Ok(())
     }
 
@@ -1952,6 +2026,92 @@ ended_by = "caller"
         assert_eq!(trace.ended, "caller hung up");
     }
 
+    #[tokio::test]
+    async fn refused_and_unreachable_legs_classify() {
+        let extra = r#"
+[[legs]]
+match = "buyer-reject"
+behaviour = "rejected"
+
+[[legs]]
+match = "buyer-gone"
+behaviour = "unreachable"
+"#;
+        let (mut ch, sim) = session(scenario(extra)).await;
+        ch.answer().await.expect("answer");
+        let rejected = ch
+            .bridge(&bridge("sip:buyer-reject@127.0.0.1:5094", 30))
+            .await
+            .expect("bridge");
+        assert_eq!(rejected.status, LegStatus::Rejected);
+        assert_eq!(rejected.detail.as_deref(), Some("sip:603"));
+        let gone = ch
+            .bridge(&bridge("sip:buyer-gone@127.0.0.1:5099", 30))
+            .await
+            .expect("bridge");
+        assert_eq!(gone.status, LegStatus::Unreachable);
+        // Anything the scenario does not know is unreachable too.
+        let unknown = ch
+            .bridge(&bridge("sip:nobody@127.0.0.1:5098", 30))
+            .await
+            .expect("bridge");
+        assert_eq!(unknown.status, LegStatus::Unreachable);
+        ch.set_variable("bidbridge_outcome", "no_buyer")
+            .await
+            .expect("set");
+        ch.mark_settled().await.expect("settled");
+        ch.hangup(HangupCause::NoRouteDestination)
+            .await
+            .expect("hangup");
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "hangup NO_ROUTE_DESTINATION");
+        assert_eq!(
+            trace
+                .bridges
+                .iter()
+                .map(|b| b.1.as_str())
+                .collect::<Vec<_>>(),
+            vec!["rejected", "unreachable", "unreachable"]
+        );
+        assert!(trace.completed);
+    }
+
+    #[tokio::test]
+    async fn a_transfer_hands_the_call_to_the_dialplan() {
+        let (mut ch, sim) = session(scenario("")).await;
+        ch.answer().await.expect("answer");
+        let target = DialTarget::from_parts(None, None, None, Some("backup_line"), Some("default"))
+            .expect("target");
+        ch.transfer(&target).await.expect("transfer");
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "transfer");
+        assert!(trace.completed, "{trace:?}");
+    }
+
+    #[tokio::test]
+    async fn an_armed_failsafe_fires_when_the_daemon_stalls_and_not_after_disarm() {
+        let (mut ch, sim) = session(scenario("")).await;
+        ch.answer().await.expect("answer");
+        ch.arm_failsafe(None, Duration::from_secs(1))
+            .await
+            .expect("arm");
+        ch.arm_failsafe(None, Duration::from_secs(1))
+            .await
+            .expect("re-arm");
+        ch.disarm_failsafe().await.expect("disarm");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        ch.arm_failsafe(None, Duration::from_secs(1))
+            .await
+            .expect("arm");
+        // The daemon "stalls": the switch transfers the caller on its own.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        ch.close().await;
+        let trace = sim.await.expect("simulator task");
+        assert_eq!(trace.ended, "failsafe transfer to bidbridge_failover");
+    }
+
     #[test]
     fn templates_round_trip_byte_exact() {
         let tpl = templates().expect("templates");
@@ -2018,10 +2178,47 @@ ended_by = "caller"
         assert!(read_until(&mut s, &mut seen, "Event-Name: CHANNEL_EXECUTE_COMPLETE").await);
         assert!(read_until(&mut s, &mut seen, "Application-UUID: abc\n\n").await);
         assert!(seen.contains("Event-Name: CHANNEL_ANSWER"));
+        s.write_all(b"linger\n\n").await.expect("write");
+        assert!(read_until(&mut s, &mut seen, "+OK will linger\n\n").await);
+        s.write_all(b"sendmsg\ncall-command: hangup\nhangup-cause: USER_BUSY\n\n")
+            .await
+            .expect("write");
+        assert!(read_until(&mut s, &mut seen, "Content-Disposition: linger\n").await);
+        for name in [
+            "CHANNEL_HANGUP\n",
+            "CHANNEL_UNPARK",
+            "Application: socket",
+            "CHANNEL_STATE",
+            "CHANNEL_HANGUP_COMPLETE",
+            "Content-Disposition: linger",
+        ] {
+            assert!(seen.contains(name), "{name} missing");
+        }
+        assert!(seen.contains("variable_hangup_cause: USER_BUSY\n"));
+        assert!(seen.contains("variable_billsec: "));
+        let order: Vec<usize> = [
+            "CHANNEL_HANGUP\n",
+            "CHANNEL_UNPARK",
+            "CHANNEL_HANGUP_COMPLETE",
+        ]
+        .iter()
+        .filter_map(|n| seen.find(n))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        // After the hang-up a sendmsg is still accepted but never executed (02).
+        seen.clear();
+        s.write_all(
+            b"sendmsg\ncall-command: execute\nexecute-app-name: playback\nEvent-UUID: late\n\n",
+        )
+        .await
+        .expect("write");
+        assert!(read_until(&mut s, &mut seen, "Reply-Text: +OK\n\n").await);
         s.write_all(b"exit\n\n").await.expect("write");
         assert!(read_until(&mut s, &mut seen, "See you at ClueCon!").await);
+        assert!(!seen.contains("Application-UUID: late"));
+        assert!(seen.contains("+OK bye"));
         let trace = sim.await.expect("simulator task");
-        assert_eq!(trace.ended, "handed back");
+        assert_eq!(trace.ended, "hangup USER_BUSY");
         assert!(trace.completed);
     }
 

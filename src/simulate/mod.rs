@@ -69,19 +69,7 @@ pub async fn run_freeswitch(esl_addr: SocketAddr, scenario: &Scenario) -> SimRep
 
 /// `bidbridge simulate`.
 #[derive(Debug, clap::Args)]
-#[command(
-    args_conflicts_with_subcommands = true,
-    long_about = "Plays a switch against a running bidbridge: places calls from a scenario file \
-to the daemon's FreeSWITCH Event Socket port exactly as FreeSWITCH's `socket` application does \
-(one TCP connection per call), answers its commands with the events a real FreeSWITCH 1.10 sends, \
-and reports how every call went. The scenario's [[buyers]] are started as loopback HTTP bidders \
-for the duration of the run (unless --no-buyers).\n\n\
-Examples:\n  \
-bidbridge simulate --scenario demo.toml --esl 127.0.0.1:8084\n  \
-bidbridge simulate --scenario demo.toml --calls 100 --rate 20 --json report.json\n  \
-bidbridge simulate buyers --scenario demo.toml     # only serve the buyers, until Ctrl-C\n\n\
-Exit status: 0 every call completed, 1 some call failed, 2 bad scenario or usage."
-)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimulateArgs {
     #[command(subcommand)]
     pub command: Option<SimulateCommand>,
