@@ -2127,6 +2127,24 @@ behaviour = "unreachable"
         }
     }
 
+    /// The copied frames still match the recording they came from (when the
+    /// shared fixtures are checked out beside the repository).
+    #[test]
+    fn templates_match_the_recording() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/esl/01_outbound_ivr_bridge_failover.esl");
+        let Ok(recording) = std::fs::read(&path) else {
+            return;
+        };
+        let tpl = templates().expect("templates");
+        for (name, t) in &tpl.frames {
+            let found = recording
+                .windows(t.raw.len())
+                .any(|w| w == t.raw.as_bytes());
+            assert!(found, "{name} is not a frame of {}", path.display());
+        }
+    }
+
     /// Reads from a raw socket until `needle` has arrived (or 5 s pass).
     async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
