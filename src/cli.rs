@@ -70,6 +70,22 @@ pub enum Command {
     /// Tokens for the HTTP API.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Play FreeSWITCH against a running daemon: place scripted calls to its Event Socket port
+    /// and serve loopback buyers from a scenario file; print one line per call and totals.
+    ///
+    /// Each call is one TCP connection to the daemon's ESL port, as FreeSWITCH's `socket`
+    /// application makes it; the switch side answers with the events a real FreeSWITCH 1.10
+    /// sends. The scenario's [[buyers]] run as loopback HTTP bidders during the run (unless
+    /// --no-buyers). Needs no configuration or database of its own.
+    ///
+    /// Examples:
+    ///   bidbridge simulate --scenario demo.toml --esl 127.0.0.1:8084
+    ///   bidbridge simulate --scenario demo.toml --calls 100 --rate 20 --json report.json
+    ///   bidbridge simulate buyers --scenario demo.toml   # only the buyers, until Ctrl-C
+    ///
+    /// Exit status: 0 every call completed, 1 a call failed, 2 bad scenario or usage.
+    #[command(verbatim_doc_comment)]
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +147,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    if let Command::Simulate(args) = cli.command {
+        // A test tool: it needs neither the daemon's configuration nor its
+        // database, so a machine without /etc/bidbridge can run it.
+        return simulate(args, cli.log_json);
+    }
     let config = match Config::load(cli.config.as_deref(), &crate::config::process_env()) {
         Ok(config) => config,
         Err(e) => {
@@ -164,8 +185,37 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn simulate(args: crate::simulate::SimulateArgs, log_json: bool) -> ExitCode {
+    let format = if log_json {
+        crate::config::LogFormat::Json
+    } else {
+        crate::config::LogFormat::Text
+    };
+    crate::logging::init(format, "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bidbridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::simulate::main(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bidbridge simulate: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
+        // Handled before the configuration is loaded (see main).
+        Command::Simulate(_) => Ok(ExitCode::from(2)),
         Command::Run => crate::server::run(config)
             .await
             .map(|()| ExitCode::SUCCESS)

@@ -185,6 +185,9 @@ pub struct BuyerSpec {
     /// Wire dialect spoken (default native).
     #[serde(default)]
     pub dialect: Option<crate::catalog::spec::PingDialect>,
+    /// `min_talk_secs` a native `bid` asks for (none when unset).
+    #[serde(default)]
+    pub min_talk_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
