@@ -153,7 +153,6 @@ async fn run_locked(client: &mut tokio_postgres::Client) -> Result<MigrationRepo
             name: name.to_string(),
             source,
         })?;
-        tracing::info!(migration = name, "applied");
         report.applied.push(name.to_string());
     }
     Ok(report)
