@@ -172,7 +172,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut counts: HashMap<String, Counts> = HashMap::new();
 
-        let mut play = |order: Vec<usize>,
+        let play = |order: Vec<usize>,
                         rng: &mut rand::rngs::StdRng,
                         counts: &mut HashMap<String, Counts>|
          -> i64 {
