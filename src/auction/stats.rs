@@ -173,8 +173,8 @@ mod tests {
         let mut counts: HashMap<String, Counts> = HashMap::new();
 
         let play = |order: Vec<usize>,
-                        rng: &mut rand::rngs::StdRng,
-                        counts: &mut HashMap<String, Counts>|
+                    rng: &mut rand::rngs::StdRng,
+                    counts: &mut HashMap<String, Counts>|
          -> i64 {
             for (tried, index) in order.into_iter().enumerate() {
                 if tried > 0 && rng.random::<f64>() < 0.5 {
