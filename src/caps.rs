@@ -422,9 +422,19 @@ fn intern(text: &str, known: &[&'static str]) -> Option<&'static str> {
 }
 
 impl Gate for Caps {
+    fn admit(&self, destination: &Destination, now: DateTime<Utc>) -> Result<(), &'static str> {
+        self.admit_gate(destination, now)
+    }
+}
+
+impl Caps {
     /// From the snapshot only: a destination whose next call (or any budget
     /// spend) would exceed a cap is not asked to bid.
-    fn admit(&self, destination: &Destination, now: DateTime<Utc>) -> Result<(), &'static str> {
+    pub fn admit_gate(
+        &self,
+        destination: &Destination,
+        now: DateTime<Utc>,
+    ) -> Result<(), &'static str> {
         if destination.caps.is_empty() && destination.buyer.caps.is_empty() {
             return Ok(());
         }

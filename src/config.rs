@@ -214,6 +214,14 @@ pub struct AuctionConfig {
     /// Secret key for the per-buyer caller hash in pings (any long random
     /// string, the same on every node). Empty: pings carry no caller hash.
     pub caller_hash_key: String,
+    /// A repeat ping to the same destination for the same caller within
+    /// this many seconds reuses the earlier answer (0 turns it off).
+    pub reuse_bid_secs: u64,
+    /// A destination that leaves this many calls unanswered within
+    /// `health_window_secs` is paused for `health_pause_secs` (0 turns it off).
+    pub health_unanswered: u32,
+    pub health_window_secs: u64,
+    pub health_pause_secs: u64,
 }
 
 impl Default for AuctionConfig {
@@ -224,6 +232,10 @@ impl Default for AuctionConfig {
             strategy: PingStrategy::Parallel,
             pool_idle_per_host: 32,
             caller_hash_key: String::new(),
+            reuse_bid_secs: 5,
+            health_unanswered: 3,
+            health_window_secs: 3600,
+            health_pause_secs: 600,
         }
     }
 }

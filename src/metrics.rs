@@ -31,6 +31,11 @@ pub struct BuyerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BidLabels {
     pub buyer: String,
     pub status: String,
@@ -59,6 +64,7 @@ pub struct Metrics {
     pub payable_calls: Family<CampaignLabel, Counter>,
     pub revenue_cents: Family<CampaignLabel, Counter>,
     pub prompt_failures: Counter,
+    pub destination_paused: Family<DestinationLabel, Gauge>,
     pub journal_depth: Gauge,
     pub journal_bytes: Gauge,
     pub records_written: Gauge,
@@ -97,6 +103,7 @@ impl Metrics {
             payable_calls: Family::default(),
             revenue_cents: Family::default(),
             prompt_failures: Counter::default(),
+            destination_paused: Family::default(),
             journal_depth: Gauge::default(),
             journal_bytes: Gauge::default(),
             records_written: Gauge::default(),

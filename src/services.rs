@@ -4,8 +4,14 @@
 
 use std::sync::Arc;
 
-use crate::auction::eligibility::{Gate, OpenGate};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::auction::eligibility::Gate;
+use crate::auction::health::{Health, HealthRules};
 use crate::auction::{Auctioneer, NeutralScorer, Scorer};
+use crate::catalog::Destination;
 use crate::catalog::cache::CatalogCache;
 use crate::config::Config;
 use crate::ledger::writer::RecordSink;
@@ -17,8 +23,8 @@ pub struct Services {
     pub auctioneer: Auctioneer,
     pub records: RecordSink,
     pub metrics: Arc<Metrics>,
-    /// Caps, concurrency, budgets and buyer health, answered from memory.
-    pub gate: Arc<dyn Gate>,
+    /// Destinations paused for leaving calls unanswered.
+    pub health: Arc<Health>,
     /// Answer and payable rates for expected-value ranking.
     pub scorer: Arc<dyn Scorer>,
     /// Exact cross-node cap admission; `None` when the node runs without a
@@ -36,13 +42,18 @@ impl Services {
         metrics: Arc<Metrics>,
     ) -> Services {
         let key = config.auction.caller_hash_key.as_bytes().to_vec();
+        let health = Arc::new(Health::new(HealthRules {
+            unanswered: config.auction.health_unanswered,
+            window: Duration::from_secs(config.auction.health_window_secs),
+            pause: Duration::from_secs(config.auction.health_pause_secs),
+        }));
         Services {
             auctioneer: Auctioneer::new(config.auction.clone(), key),
             config,
             catalog,
             records,
             metrics,
-            gate: Arc::new(OpenGate),
+            health,
             scorer: Arc::new(NeutralScorer),
             caps: None,
         }
@@ -57,8 +68,32 @@ impl Services {
     /// Enforces caps through `caps` (eligibility from its snapshot, exact
     /// admission before each ring).
     pub fn with_caps(mut self, caps: Arc<crate::caps::Caps>) -> Services {
-        self.gate = caps.clone();
         self.caps = Some(caps);
         self
+    }
+}
+
+/// The live admission rules of one node: buyer health, then caps.
+pub struct LiveGate<'a> {
+    pub health: &'a Health,
+    pub caps: Option<&'a crate::caps::Caps>,
+}
+
+impl Services {
+    pub fn gate(&self) -> LiveGate<'_> {
+        LiveGate {
+            health: &self.health,
+            caps: self.caps.as_deref(),
+        }
+    }
+}
+
+impl Gate for LiveGate<'_> {
+    fn admit(&self, destination: &Destination, now: DateTime<Utc>) -> Result<(), &'static str> {
+        self.health.admit(destination, now)?;
+        match self.caps {
+            Some(caps) => caps.admit_gate(destination, now),
+            None => Ok(()),
+        }
     }
 }

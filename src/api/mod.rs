@@ -105,6 +105,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     );
     m.records_dropped
         .set(stats.dropped.load(Ordering::Relaxed) as i64);
+    let paused = services.health.paused();
+    for campaign in services.catalog.campaigns() {
+        for destination in &campaign.destinations {
+            let is_paused = paused.iter().any(|(id, _)| *id == destination.id);
+            m.destination_paused
+                .get_or_create(&crate::metrics::DestinationLabel {
+                    destination: destination.id.clone(),
+                })
+                .set(i64::from(is_paused));
+        }
+    }
     if let Some(at) = services.catalog.status().loaded_at {
         m.catalog_age_seconds
             .set((chrono::Utc::now() - at).num_milliseconds() as f64 / 1000.0);
@@ -154,6 +165,9 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
         "node": state.services.config.node.id,
         "draining": *state.daemon.draining.borrow(),
         "sessions": state.services.metrics.open_sessions(),
+        "paused_destinations": state.services.health.paused().into_iter()
+            .map(|(id, secs)| serde_json::json!({"destination": id, "resumes_in_secs": secs}))
+            .collect::<Vec<_>>(),
         "catalog": {
             "loaded_at": catalog.loaded_at,
             "generation": catalog.generation,

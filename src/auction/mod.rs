@@ -12,6 +12,7 @@
 //! affect another's bid, or put caller data in a ping the buyer may not have.
 
 pub mod eligibility;
+pub mod health;
 pub mod ping;
 pub mod protocol;
 pub mod rank;

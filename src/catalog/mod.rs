@@ -140,6 +140,8 @@ pub struct PingEndpoint {
     pub dialect: PingDialect,
     /// Header name and value; the value is a secret and never logged.
     pub auth: Option<(String, String)>,
+    /// Pings per second this endpoint accepts.
+    pub rate_limit_per_sec: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -262,6 +264,7 @@ impl Snapshot {
                         url: ping.url.clone(),
                         dialect: ping.dialect,
                         auth: ping.auth_header.clone().zip(ping.auth_value.clone()),
+                        rate_limit_per_sec: ping.rate_limit_per_sec,
                     }),
                     (None, Some(price)) => Bidding::Static(price),
                     (None, None) => continue,

@@ -360,6 +360,9 @@ pub struct PingSpec {
     pub auth_header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_value: Option<String>,
+    /// At most this many pings per second to this endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<u32>,
 }
 
 fn default_ring_timeout() -> u32 {

@@ -268,6 +268,7 @@ async fn load_in(db: &impl GenericClient) -> Result<CatalogDoc, StoreError> {
                 )?,
                 auth_header: row.try_get("ping_auth_header")?,
                 auth_value: row.try_get("ping_auth_value")?,
+                rate_limit_per_sec: opt_u32(&row, "ping_rate_limit_per_sec")?,
             }),
             None => None,
         };
@@ -733,9 +734,9 @@ async fn upsert_destination(
         "INSERT INTO destinations (id, buyer_id, enabled, ping_url, ping_dialect, ping_auth_header, ping_auth_value,
                                    static_price_cents, dial, ring_timeout_secs, tier, weight, min_talk_secs, timezone,
                                    hours, closed_dates, cap_hour, cap_day, cap_month, cap_total, concurrency_cap,
-                                   budget_day_cents, budget_month_cents, targeting)
+                                   budget_day_cents, budget_month_cents, targeting, ping_rate_limit_per_sec)
          VALUES ($1::text, $2::text, $3, $4, $5, $6, $7, $8::bigint, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22::bigint, $23::bigint, $24)
+                 $19, $20, $21, $22::bigint, $23::bigint, $24, $25)
          ON CONFLICT (id) DO UPDATE SET buyer_id = EXCLUDED.buyer_id, enabled = EXCLUDED.enabled,
              ping_url = EXCLUDED.ping_url, ping_dialect = EXCLUDED.ping_dialect,
              ping_auth_header = EXCLUDED.ping_auth_header, ping_auth_value = EXCLUDED.ping_auth_value,
@@ -745,7 +746,8 @@ async fn upsert_destination(
              closed_dates = EXCLUDED.closed_dates, cap_hour = EXCLUDED.cap_hour, cap_day = EXCLUDED.cap_day,
              cap_month = EXCLUDED.cap_month, cap_total = EXCLUDED.cap_total,
              concurrency_cap = EXCLUDED.concurrency_cap, budget_day_cents = EXCLUDED.budget_day_cents,
-             budget_month_cents = EXCLUDED.budget_month_cents, targeting = EXCLUDED.targeting, updated_at = now()",
+             budget_month_cents = EXCLUDED.budget_month_cents, targeting = EXCLUDED.targeting,
+             ping_rate_limit_per_sec = EXCLUDED.ping_rate_limit_per_sec, updated_at = now()",
         &[
             &d.id,
             &buyer,
@@ -771,6 +773,7 @@ async fn upsert_destination(
             &caps.budget_per_day.map(|c| c.0),
             &caps.budget_per_month.map(|c| c.0),
             &targeting,
+            &to_i32(ping.and_then(|p| p.rate_limit_per_sec)),
         ],
     )
     .await?;

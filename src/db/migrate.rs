@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0002_calls.sql"),
     ),
     (3, "0003_caps.sql", include_str!("../../sql/0003_caps.sql")),
+    (
+        4,
+        "0004_ping_limits.sql",
+        include_str!("../../sql/0004_ping_limits.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming bidbridge's migration lock (`pg_advisory_lock`).

@@ -138,6 +138,11 @@ pub async fn connect<C: CallChannel>(
             caps.settle(reservation, answered, payable_price).await;
         }
         let outcome = attempted?;
+        if outcome.status != LegStatus::CallerGone {
+            services
+                .health
+                .observe(&offer.destination.id, outcome.status == LegStatus::NoAnswer);
+        }
         let status = outcome.status;
         services
             .metrics
@@ -327,7 +332,7 @@ async fn rerun(call: &mut Call, tried: &HashSet<String>, services: &Services) ->
     };
     let outcome = services
         .auctioneer
-        .run(&input, services.gate.as_ref(), services.scorer.as_ref())
+        .run(&input, &services.gate(), services.scorer.as_ref())
         .await;
     call.record.notes.push(format!(
         "auction re-run after an expired bid: {} new offer(s)",

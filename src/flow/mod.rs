@@ -237,8 +237,9 @@ async fn run_stages<C: CallChannel>(
         test: false,
     };
     let mut presence = channel.presence();
+    let gate = services.gate();
     let outcome = tokio::select! {
-        outcome = services.auctioneer.run(&input, services.gate.as_ref(), services.scorer.as_ref()) => outcome,
+        outcome = services.auctioneer.run(&input, &gate, services.scorer.as_ref()) => outcome,
         _ = presence.gone() => {
             tracing::info!("caller hung up during the auction");
             call.record.notes.push("auction cancelled: the caller hung up".into());
