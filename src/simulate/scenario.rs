@@ -228,7 +228,7 @@ impl Scenario {
         if !(scenario.run.time_scale > 0.0 && scenario.run.time_scale <= 10.0) {
             return Err("run.time_scale must be in (0, 10]".into());
         }
-        if !(scenario.run.rate_per_sec > 0.0) {
+        if scenario.run.rate_per_sec.is_nan() || scenario.run.rate_per_sec <= 0.0 {
             return Err("run.rate_per_sec must be positive".into());
         }
         if crate::phone::E164::parse_strict(&scenario.run.caller_base).is_err() {
