@@ -3,4 +3,5 @@
 //! scenario file. The engine of the demo, the integration tests and the
 //! benchmarks, so it must stay faithful to the recorded wire traffic.
 
+pub mod asterisk;
 pub mod scenario;
