@@ -15,6 +15,9 @@ pub mod codec;
 pub mod dial;
 pub mod session;
 
+#[cfg(test)]
+mod replay_tests;
+
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
