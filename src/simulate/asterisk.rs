@@ -1043,3 +1043,460 @@ async fn sleep_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The adapter against the fake: the behaviours the call flow relies
+    //! on, end to end over a real socket.
+
+    use super::*;
+    use crate::catalog::dial::{DialTarget, PromptName, SipUri, Token};
+    use crate::config::AsteriskConfig;
+    use crate::pbx::asterisk::session::AgiChannel;
+    use crate::pbx::{
+        BridgeRequest, CallChannel, ChannelError, CollectOutcome, CollectRequest, HangupCause,
+        LegStatus, Party, PlayOutcome,
+    };
+    use tokio::net::TcpListener;
+
+    const LEGS: &str = r#"
+[[legs]]
+match = "buyer-noanswer"
+behaviour = "no_answer"
+
+[[legs]]
+match = "buyer-busy"
+behaviour = "busy"
+ring_secs = 1.0
+
+[[legs]]
+match = "buyer-reject"
+behaviour = "rejected"
+
+[[legs]]
+match = "buyer-answer"
+behaviour = "answer"
+ring_secs = 2.0
+talk_secs = 95.0
+
+[[legs]]
+match = "buyer-hangs-up-caller"
+behaviour = "answer"
+ring_secs = 1.0
+talk_secs = 30.0
+ended_by = "caller"
+"#;
+
+    fn scenario(callers: &str) -> Scenario {
+        let text = format!("[run]\ncalls = 1\ntime_scale = 0.01\n{callers}\n{LEGS}");
+        Scenario::parse(&text).expect("scenario")
+    }
+
+    /// Connects the fake (as call 0 of `scenario`) to a fresh AgiChannel.
+    async fn start(scenario: Scenario) -> (AgiChannel, tokio::task::JoinHandle<AgiCallReport>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fake = tokio::spawn(async move {
+            let call = FakeCall::from_scenario(&scenario, 0);
+            place_call(addr, &scenario, call).await
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let channel = AgiChannel::establish(stream, AsteriskConfig::default())
+            .await
+            .expect("establish");
+        (channel, fake)
+    }
+
+    async fn finish(ch: AgiChannel, fake: tokio::task::JoinHandle<AgiCallReport>) -> AgiCallReport {
+        ch.close().await;
+        let report = tokio::time::timeout(Duration::from_secs(10), fake)
+            .await
+            .expect("fake ends")
+            .expect("fake task");
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert!(report.trace.completed, "{:?}", report.trace);
+        report
+    }
+
+    fn prompt(name: &str) -> PromptName {
+        PromptName::new(name).expect("prompt")
+    }
+
+    fn collect_req(max: u8, timeout_secs: u64) -> CollectRequest {
+        CollectRequest {
+            prompt: prompt("bidbridge/press1"),
+            max_digits: max,
+            timeout: Duration::from_secs(timeout_secs),
+            terminator: Some('#'),
+        }
+    }
+
+    fn sip(user: &str, ring_secs: u64) -> BridgeRequest {
+        BridgeRequest {
+            target: DialTarget::Sip(
+                SipUri::parse(&format!("sip:{user}@198.51.100.7")).expect("uri"),
+            ),
+            ring_timeout: Duration::from_secs(ring_secs),
+            call_id: "c0ffee00-0000-0000-0000-000000000000".into(),
+            caller_id_number: None,
+        }
+    }
+
+    fn about(d: Duration, secs: f64, slack: f64) -> bool {
+        (d.as_secs_f64() - secs).abs() <= slack
+    }
+
+    #[tokio::test]
+    async fn preamble_reads_like_a_real_one() {
+        let (ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
+        let info = ch.info().clone();
+        assert_eq!(info.dialed_number, "18005550100");
+        assert_eq!(info.caller_id_number, "+13125550100");
+        assert!(!info.answered);
+        assert_eq!(
+            info.variables.get("agi_channel").map(String::as_str),
+            Some("Local/18005550100@bidbridge-in-00000000;2")
+        );
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "handed back");
+        assert_eq!(report.commands, ["CHANNEL STATUS"]);
+    }
+
+    #[tokio::test]
+    async fn ivr_digit_and_silence() {
+        let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = [\"1\", \"606\"]")).await;
+        ch.answer().await.expect("answer");
+        assert!(ch.info().answered);
+        assert_eq!(
+            ch.play(&prompt("bidbridge/welcome")).await.expect("play"),
+            PlayOutcome::Played
+        );
+        assert_eq!(
+            ch.collect(&collect_req(1, 5)).await.expect("collect"),
+            CollectOutcome::Digits("1".into())
+        );
+        // Fewer digits than asked for, no #: a partial entry.
+        assert_eq!(
+            ch.collect(&collect_req(5, 3)).await.expect("collect"),
+            CollectOutcome::Timeout {
+                partial: "606".into()
+            }
+        );
+        // Beyond the caller's script: silence.
+        assert_eq!(
+            ch.collect(&collect_req(1, 2)).await.expect("collect"),
+            CollectOutcome::Timeout {
+                partial: String::new()
+            }
+        );
+        assert!(matches!(
+            ch.play(&prompt("bidbridge/nosuchprompt")).await,
+            Ok(PlayOutcome::PromptFailed { .. })
+        ));
+        ch.mark_settled().await.expect("settled");
+        ch.hangup(HangupCause::NormalClearing)
+            .await
+            .expect("hangup");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.dtmf_sent, ["1", "606"]);
+        assert_eq!(report.trace.ended, "hangup NORMAL_CLEARING");
+        assert_eq!(
+            report.variables.get("BIDBRIDGE_DONE").map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn bridge_outcomes_and_talk_time_from_the_answer_stamp() {
+        let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
+        ch.answer().await.expect("answer");
+        let o = ch
+            .bridge(&sip("buyer-noanswer", 3))
+            .await
+            .expect("noanswer");
+        assert_eq!(o.status, LegStatus::NoAnswer);
+        assert!(about(o.ring_time, 3.0, 0.5), "{o:?}");
+        let o = ch.bridge(&sip("buyer-busy", 10)).await.expect("busy");
+        assert_eq!(o.status, LegStatus::Busy);
+        let o = ch.bridge(&sip("buyer-reject", 10)).await.expect("reject");
+        assert_eq!(o.status, LegStatus::Unreachable);
+        let o = ch
+            .bridge(&sip("nobody-matches", 10))
+            .await
+            .expect("unreachable");
+        assert_eq!(o.status, LegStatus::Unreachable);
+        let o = ch.bridge(&sip("buyer-answer", 10)).await.expect("answer");
+        assert_eq!(o.status, LegStatus::Answered);
+        // 95 simulated seconds took ~0.95 s of real time; the switch's
+        // clock and the U() stamp say 95 s.
+        let talk = o.talk_time.expect("talk time");
+        assert!(about(talk, 95.0, 0.5), "talk {talk:?}");
+        assert!(about(o.ring_time, 2.0, 0.5), "ring {:?}", o.ring_time);
+        assert_eq!(o.ended_by, Some(Party::Buyer));
+        assert!(o.answered_at.is_some() && o.ended_at > o.answered_at);
+        // The caller is still ours after the buyer hung up.
+        assert!(!ch.presence().is_gone());
+        ch.mark_settled().await.expect("settled");
+        ch.hangup(HangupCause::NormalClearing)
+            .await
+            .expect("hangup");
+        let report = finish(ch, fake).await;
+        let behaviours: Vec<&str> = report
+            .trace
+            .bridges
+            .iter()
+            .map(|(_, b)| b.as_str())
+            .collect();
+        assert_eq!(
+            behaviours,
+            ["no_answer", "busy", "rejected", "unreachable", "answer"]
+        );
+        // Nothing was sent while Dial ran, nothing pipelined (checked in finish).
+        assert!(report.commands.iter().any(|c| c.starts_with(
+            "EXEC Dial PJSIP/bidbridge-out/sip:buyer-answer@198.51.100.7,10,U(bidbridge-answered^"
+        )));
+    }
+
+    #[tokio::test]
+    async fn caller_hangs_up_during_prompt() {
+        let (mut ch, fake) = start(scenario(
+            "[[callers]]\nhangup = { stage = \"prompt\", after_secs = 1.0 }",
+        ))
+        .await;
+        ch.answer().await.expect("answer");
+        assert!(matches!(
+            ch.play(&prompt("bidbridge/welcome")).await,
+            Err(ChannelError::CallerGone)
+        ));
+        assert!(ch.presence().is_gone());
+        // The dialplan must learn we are done, even on a dead channel (f3).
+        ch.mark_settled()
+            .await
+            .expect("SET VARIABLE works after hang-up");
+        ch.hangup(HangupCause::NormalClearing).await.expect("no-op");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "caller hung up");
+        assert_eq!(
+            report.variables.get("BIDBRIDGE_DONE").map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_hangs_up_during_collect() {
+        let (mut ch, fake) = start(scenario(
+            "[[callers]]\nhangup = { stage = \"prompt\", after_secs = 5.0 }",
+        ))
+        .await;
+        ch.answer().await.expect("answer");
+        assert!(matches!(
+            ch.collect(&collect_req(1, 10)).await,
+            Err(ChannelError::CallerGone)
+        ));
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "caller hung up");
+    }
+
+    #[tokio::test]
+    async fn caller_hangs_up_while_ringing() {
+        let (mut ch, fake) = start(scenario(
+            "[[callers]]\nhangup = { stage = \"ringing\", after_secs = 1.0 }",
+        ))
+        .await;
+        ch.answer().await.expect("answer");
+        let o = ch.bridge(&sip("buyer-noanswer", 20)).await.expect("bridge");
+        assert_eq!(o.status, LegStatus::CallerGone);
+        assert!(about(o.ring_time, 1.0, 0.5), "{o:?}");
+        assert!(ch.presence().is_gone());
+        assert!(matches!(
+            ch.bridge(&sip("buyer-answer", 20)).await,
+            Err(ChannelError::CallerGone)
+        ));
+        ch.mark_settled().await.expect("settled");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.bridges.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn caller_hangs_up_while_bridged() {
+        let (mut ch, fake) = start(scenario(
+            "[[callers]]\nhangup = { stage = \"bridged\", after_secs = 10.0 }",
+        ))
+        .await;
+        ch.answer().await.expect("answer");
+        let o = ch.bridge(&sip("buyer-answer", 20)).await.expect("bridge");
+        assert_eq!(o.status, LegStatus::Answered);
+        assert_eq!(o.ended_by, Some(Party::Caller));
+        let talk = o.talk_time.expect("talk");
+        assert!(about(talk, 10.0, 0.5), "{talk:?}");
+        // A leg that the scenario says the caller ends.
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "caller hung up");
+
+        let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
+        let o = ch
+            .bridge(&sip("buyer-hangs-up-caller", 20))
+            .await
+            .expect("bridge");
+        assert_eq!(o.ended_by, Some(Party::Caller));
+        assert!(about(o.talk_time.expect("talk"), 30.0, 0.5));
+        finish(ch, fake).await;
+    }
+
+    #[tokio::test]
+    async fn dead_channel_answers_511_but_variables_still_work() {
+        let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
+        ch.answer().await.expect("answer");
+        ch.hangup(HangupCause::UserBusy).await.expect("hangup");
+        // Sent before the HANGUP line (40 ms) arrives: Asterisk says 511,
+        // which the adapter reads as the caller being gone.
+        assert!(matches!(ch.answer().await, Err(ChannelError::CallerGone)));
+        ch.mark_settled().await.expect("SET VARIABLE after hang-up");
+        ch.set_variable("BIDBRIDGE_OUTCOME", "no buyer")
+            .await
+            .expect("set after hang-up");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "hangup USER_BUSY");
+        assert!(report.commands.contains(&"EXEC Hangup 17".to_string()));
+        assert_eq!(report.commands.iter().filter(|c| *c == "ANSWER").count(), 2);
+        assert_eq!(
+            report.variables.get("BIDBRIDGE_DONE").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            report
+                .variables
+                .get("BIDBRIDGE_OUTCOME")
+                .map(String::as_str),
+            Some("no buyer")
+        );
+    }
+
+    #[tokio::test]
+    async fn transfer_and_failsafe_variables() {
+        let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
+        let backup = DialTarget::Gateway {
+            gateway: Token::new("carrier1").expect("t"),
+            number: crate::phone::E164::parse_strict("+13125550999").expect("n"),
+        };
+        ch.arm_failsafe(Some(&backup), Duration::from_secs(30))
+            .await
+            .expect("arm");
+        // Re-arming with the same backup sends nothing new.
+        ch.arm_failsafe(Some(&backup), Duration::from_secs(30))
+            .await
+            .expect("re-arm");
+        ch.disarm_failsafe().await.expect("disarm");
+        let target = DialTarget::Extension {
+            extension: Token::new("backup").expect("t"),
+            context: Token::new("buyers").expect("t"),
+        };
+        ch.transfer(&target).await.expect("transfer");
+        let report = finish(ch, fake).await;
+        assert_eq!(
+            report.variables.get("BIDBRIDGE_BACKUP").map(String::as_str),
+            Some("PJSIP/+13125550999@carrier1")
+        );
+        assert_eq!(
+            report
+                .commands
+                .iter()
+                .filter(|c| c.starts_with("SET VARIABLE BIDBRIDGE_BACKUP"))
+                .count(),
+            1
+        );
+        assert_eq!(report.trace.ended, "transfer backup@buyers");
+        assert_eq!(report.continue_at.2.as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn run_asterisk_places_concurrent_calls() {
+        // A minimal daemon stand-in: each call answers, collects, bridges,
+        // settles and hangs up through AgiChannel.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..6 {
+                let (stream, _) = listener.accept().await.expect("accept");
+                tasks.push(tokio::spawn(async move {
+                    let mut ch = AgiChannel::establish(stream, AsteriskConfig::default())
+                        .await
+                        .expect("establish");
+                    let flow = async {
+                        ch.answer().await?;
+                        ch.collect(&collect_req(1, 2)).await?;
+                        ch.bridge(&sip("buyer-answer", 10)).await?;
+                        Ok::<(), ChannelError>(())
+                    };
+                    let _ = flow.await;
+                    let _ = ch.mark_settled().await;
+                    let _ = ch.hangup(HangupCause::NormalClearing).await;
+                    ch.close().await;
+                }));
+            }
+            for t in tasks {
+                t.await.expect("call task");
+            }
+        });
+        let text = format!(
+            "[run]\ncalls = 6\nrate_per_sec = 50.0\ntime_scale = 0.005\n\
+             [[callers]]\ndtmf = [\"1\"]\n\
+             [[callers]]\nhangup = {{ stage = \"ringing\", after_secs = 0.5 }}\n{LEGS}"
+        );
+        let scenario = Scenario::parse(&text).expect("scenario");
+        let report = run_asterisk(addr, &scenario).await;
+        server.await.expect("server");
+        assert_eq!(report.calls, 6);
+        assert_eq!(report.completed, 6, "{:#?}", report.traces);
+        assert_eq!(report.failed, 0);
+        for trace in &report.traces {
+            let expected = if trace.index % 2 == 0 {
+                "hangup NORMAL_CLEARING"
+            } else {
+                "caller hung up"
+            };
+            assert_eq!(trace.ended, expected, "{trace:?}");
+        }
+    }
+
+    #[test]
+    fn parse_args_reads_quotes_and_escapes() {
+        assert_eq!(
+            parse_args("SET VARIABLE X \"a b\""),
+            ["SET", "VARIABLE", "X", "a b"]
+        );
+        assert_eq!(
+            parse_args("STREAM FILE f \"\""),
+            ["STREAM", "FILE", "f", ""]
+        );
+        assert_eq!(
+            split_verb(&parse_args("get full variable \"${X}\"")).map(|(v, a)| (v, a.len())),
+            Some(("GET FULL VARIABLE", 1))
+        );
+        assert!(split_verb(&parse_args("FOO BAR")).is_none());
+    }
+
+    #[test]
+    fn preamble_has_the_recorded_shape() {
+        let s = scenario("[[callers]]\ndtmf = []");
+        let mut call = FakeCall::from_scenario(&s, 0);
+        let lines = call.preamble_lines("127.0.0.1:4573".parse().expect("addr"));
+        assert_eq!(lines.len(), 22);
+        assert_eq!(lines[20], "agi_accountcode: ");
+        call.args = vec!["pub=77".into()];
+        call.script = "route?campaign=auto".into();
+        let lines = call.preamble_lines("127.0.0.1:4573".parse().expect("addr"));
+        assert_eq!(lines[22], "agi_arg_1: pub=77");
+        assert_eq!(
+            lines[2],
+            "agi_request: agi://127.0.0.1:4573/route?campaign=auto"
+        );
+        let wire = lines.join("\n") + "\n\n";
+        let (preamble, n) = crate::pbx::asterisk::codec::decode_preamble(wire.as_bytes())
+            .expect("decodes")
+            .expect("complete");
+        assert_eq!(n, wire.len());
+        assert_eq!(preamble.len(), 23);
+    }
+}
