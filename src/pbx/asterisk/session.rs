@@ -913,3 +913,192 @@ async fn read_loop(mut read_half: OwnedReadHalf, mut buf: Vec<u8>, shared: Arc<S
     shared.lock_waiting().take();
     shared.outstanding.send_replace(false);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::net::TcpListener;
+
+    fn preamble(pairs: &[(&str, &str)]) -> Preamble {
+        pairs.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    #[test]
+    fn call_info_from_a_preamble() {
+        let p = preamble(&[
+            ("network_script", "route?campaign=auto&src=web%20form"),
+            ("channel", "PJSIP/carrier-0000001a"),
+            ("uniqueid", "1795238021.1"),
+            ("callerid", "unknown"),
+            ("calleridname", "unknown"),
+            ("dnid", "+18005550100"),
+            ("extension", "s"),
+            ("arg_1", "pub=77"),
+            ("arg_2", "zip=60601"),
+            ("arg_3", "no-equals-sign"),
+            ("arg_4", "campaign=manual"),
+        ]);
+        let info = call_info(&p).expect("info");
+        assert_eq!(info.pbx, PbxKind::Asterisk);
+        assert_eq!(info.caller_id_number, "");
+        assert_eq!(info.caller_id_name, "");
+        assert_eq!(info.dialed_number, "+18005550100");
+        let v = |k: &str| info.variables.get(k).map(String::as_str);
+        assert_eq!(
+            v("campaign"),
+            Some("manual"),
+            "arguments win over the query"
+        );
+        assert_eq!(v("src"), Some("web form"));
+        assert_eq!(v("pub"), Some("77"));
+        assert_eq!(v("zip"), Some("60601"));
+        assert_eq!(v("agi_channel"), Some("PJSIP/carrier-0000001a"));
+        assert_eq!(info.variables.len(), 5);
+
+        // DNID not a number: the extension.
+        let p = preamble(&[
+            ("uniqueid", "1.2"),
+            ("dnid", "unknown"),
+            ("extension", "8005550100"),
+        ]);
+        assert_eq!(call_info(&p).expect("info").dialed_number, "8005550100");
+        assert!(call_info(&preamble(&[("dnid", "1")])).is_err());
+    }
+
+    #[test]
+    fn epoch_parsing() {
+        let t = parse_epoch("1795238075.171").expect("time");
+        assert_eq!(t.timestamp(), 1_795_238_075);
+        assert_eq!(t.timestamp_subsec_millis(), 171);
+        assert_eq!(
+            parse_epoch("1795238075").map(|t| t.timestamp()),
+            Some(1_795_238_075)
+        );
+        for bad in [
+            "",
+            "-1.0",
+            "abc",
+            "1.2.3",
+            ".5",
+            "99999999999999.0",
+            "1.1234567890",
+        ] {
+            assert!(parse_epoch(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dial_report_decides_on_dialstatus() {
+        let at = |s: &str| parse_epoch(s);
+        let base = DialReport {
+            started_at: at("1795238075.170"),
+            ended_at: at("1795238076.674"),
+            local_elapsed: Duration::from_millis(1500),
+            ..Default::default()
+        };
+        for (status, leg) in [
+            ("NOANSWER", LegStatus::NoAnswer),
+            ("BUSY", LegStatus::Busy),
+            ("CONGESTION", LegStatus::Unreachable),
+            ("CHANUNAVAIL", LegStatus::Unreachable),
+            ("CANCEL", LegStatus::CallerGone),
+            ("TORTURE", LegStatus::Failed),
+            ("", LegStatus::Failed),
+        ] {
+            let o = DialReport {
+                dialstatus: status.into(),
+                // A stale cause must not change the verdict (f5).
+                hangupcause: Some("21".into()),
+                ..base.clone()
+            }
+            .outcome();
+            assert_eq!(o.status, leg, "{status}");
+            assert_eq!(o.talk_time, None);
+            assert_eq!(o.ring_time, Duration::from_millis(1504));
+        }
+        let o = DialReport {
+            dialstatus: "ANSWER".into(),
+            answered_at: at("1795238075.171"),
+            ..base.clone()
+        }
+        .outcome();
+        assert_eq!(o.status, LegStatus::Answered);
+        assert_eq!(o.talk_time, Some(Duration::from_millis(1503)));
+        assert_eq!(o.ring_time, Duration::from_millis(1));
+        assert_eq!(o.ended_by, Some(Party::Buyer));
+        let o = DialReport {
+            dialstatus: "ANSWER".into(),
+            caller_hung_up: true,
+            ..base
+        }
+        .outcome();
+        assert_eq!(o.ended_by, Some(Party::Caller));
+        assert_eq!(o.talk_time, None, "no stamp, no invented talk time");
+    }
+
+    const GOOD_PREAMBLE: &[u8] = b"agi_network: yes\nagi_channel: PJSIP/a-1\nagi_uniqueid: 1.1\nagi_callerid: 3125550123\nagi_dnid: 8005550100\n\n";
+
+    /// Feeds `bytes` from a fake Asterisk, then runs a few operations: all
+    /// must end (no hang, no panic), whatever the bytes were.
+    async fn survive(head: Vec<u8>, bytes: Vec<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let _ = s.write_all(&head).await;
+            let _ = s.write_all(&bytes).await;
+            // Drain whatever the adapter sends, then close.
+            let mut sink = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                while let Ok(n) = s.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let run = async {
+            if let Ok(mut ch) = AgiChannel::establish(stream, AsteriskConfig::default()).await {
+                let _ = ch.answer().await;
+                let _ = ch.play(&PromptName::new("x").expect("p")).await;
+                let _ = ch.mark_settled().await;
+                ch.close().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("every operation ended");
+        peer.await.expect("peer");
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn reader_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            runtime().block_on(survive(GOOD_PREAMBLE.to_vec(), bytes));
+        }
+
+        #[test]
+        fn reader_survives_reply_shaped_noise(lines in proptest::collection::vec(
+            "200 result=[-0-9]{0,4}( \\([ -~]{0,10}\\))?|HANGUP|511 x|520-x|[ -~]{0,20}", 0..12)) {
+            let wire = lines.join("\n") + "\n";
+            runtime().block_on(survive(GOOD_PREAMBLE.to_vec(), wire.into_bytes()));
+        }
+
+        #[test]
+        fn preamble_reader_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            runtime().block_on(survive(Vec::new(), bytes));
+        }
+    }
+}
