@@ -603,7 +603,13 @@ impl Session<'_> {
             tokio::select! {
                 _ = tokio::time::sleep_until(end) => return Waited::Done,
                 _ = sleep_opt(caller_at), if caller_at.is_some() => {
-                    return Waited::CallerLeft(elapsed_sim(self.scale).min(sim));
+                    // Measured from the planned moment, not from when this
+                    // task got to run: scheduling delays, divided by a small
+                    // time_scale, would otherwise show up as simulated seconds.
+                    let planned = caller_at
+                        .map(|at| at.saturating_duration_since(start).as_secs_f64() / self.scale)
+                        .unwrap_or_default();
+                    return Waited::CallerLeft(planned.min(sim));
                 }
                 read = self.read_half.read(&mut chunk), if watch => match read {
                     Ok(0) | Err(_) => return Waited::Eof(elapsed_sim(self.scale).min(sim)),
@@ -1295,6 +1301,32 @@ ended_by = "caller"
         ));
         let report = finish(ch, fake).await;
         assert_eq!(report.trace.ended, "caller hung up");
+    }
+
+    #[tokio::test]
+    async fn caller_hangs_up_during_the_auction() {
+        let (mut ch, fake) = start(scenario(
+            "[[callers]]\ndtmf = [\"1\"]\nhangup = { stage = \"auction\", after_secs = 5.0 }",
+        ))
+        .await;
+        ch.answer().await.expect("answer");
+        assert_eq!(
+            ch.collect(&collect_req(1, 5)).await.expect("collect"),
+            CollectOutcome::Digits("1".into())
+        );
+        // No command runs: the HANGUP line arrives on its own.
+        let mut presence = ch.presence();
+        tokio::time::timeout(Duration::from_secs(2), presence.gone())
+            .await
+            .expect("unprompted HANGUP");
+        assert!(matches!(
+            ch.bridge(&sip("buyer-answer", 10)).await,
+            Err(ChannelError::CallerGone)
+        ));
+        ch.mark_settled().await.expect("settled");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "caller hung up");
+        assert!(report.trace.bridges.is_empty());
     }
 
     #[tokio::test]

@@ -1037,6 +1037,44 @@ mod tests {
         assert_eq!(o.talk_time, None, "no stamp, no invented talk time");
     }
 
+    #[tokio::test]
+    async fn an_unexpected_reply_is_dropped_not_paired() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(GOOD_PREAMBLE).await.expect("preamble");
+            let mut buf = [0u8; 1024];
+            let mut lines = Vec::new();
+            // CHANNEL STATUS, answered together with a reply nobody asked for.
+            let n = s.read(&mut buf).await.expect("read");
+            lines.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            s.write_all(b"200 result=6\n200 result=1 (stale)\n")
+                .await
+                .expect("write");
+            let n = s.read(&mut buf).await.expect("read");
+            lines.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            s.write_all(b"200 result=1 (fresh)\n").await.expect("write");
+            let _ = s.read(&mut buf).await;
+            lines
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut ch = AgiChannel::establish(stream, AsteriskConfig::default())
+            .await
+            .expect("establish");
+        assert!(ch.info().answered);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            ch.get_variable("X").await.expect("get"),
+            Some("fresh".to_string())
+        );
+        ch.close().await;
+        assert_eq!(
+            peer.await.expect("peer"),
+            ["CHANNEL STATUS\n", "GET VARIABLE X\n"]
+        );
+    }
+
     const GOOD_PREAMBLE: &[u8] = b"agi_network: yes\nagi_channel: PJSIP/a-1\nagi_uniqueid: 1.1\nagi_callerid: 3125550123\nagi_dnid: 8005550100\n\n";
 
     /// Feeds `bytes` from a fake Asterisk, then runs a few operations: all
