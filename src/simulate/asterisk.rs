@@ -26,6 +26,9 @@
 //! What it must never do: answer in a form Asterisk does not use, or read
 //! the socket during `EXEC Dial` (Asterisk does not).
 //!
+//! Assumed, not recorded: the reply to `EXEC Hangup <cause>` (`200
+//! result=-1`, then `HANGUP`).
+//!
 //! Not reproduced: media, DTMF during STREAM FILE (escape digits), the
 //! `AGIEXITONHANGUP` variant (02c), timing of ANSWER beyond a fixed 0.5 s
 //! (f7), multi-leg `&` dial strings, labels in SET PRIORITY, and the
@@ -514,7 +517,8 @@ impl Session<'_> {
     fn finish_trace(&mut self) {
         if self.report.trace.ended.is_empty() {
             self.report.trace.ended = match &self.report.continue_at {
-                (Some(c), Some(e), _) => format!("transfer {e}@{c}"),
+                // The destination is in `AgiCallReport::continue_at`.
+                (Some(_), Some(_), _) => "transfer".into(),
                 _ if self.dead => "caller hung up".into(),
                 _ => "handed back".into(),
             };
@@ -707,6 +711,10 @@ impl Session<'_> {
                 match app.to_ascii_lowercase().as_str() {
                     "dial" => self.dial(&data).await,
                     "hangup" => {
+                        // Not in the recordings: res_agi answers EXEC with
+                        // the application's return value, and Hangup()
+                        // returns -1; the HANGUP line follows as for any
+                        // hang-up (f3).
                         let cause = if data.is_empty() {
                             "16".to_string()
                         } else {
@@ -1437,8 +1445,15 @@ ended_by = "caller"
                 .count(),
             1
         );
-        assert_eq!(report.trace.ended, "transfer backup@buyers");
-        assert_eq!(report.continue_at.2.as_deref(), Some("1"));
+        assert_eq!(report.trace.ended, "transfer");
+        assert_eq!(
+            report.continue_at,
+            (
+                Some("buyers".to_string()),
+                Some("backup".to_string()),
+                Some("1".to_string())
+            )
+        );
     }
 
     #[tokio::test]
