@@ -1413,6 +1413,36 @@ ended_by = "caller"
     }
 
     #[tokio::test]
+    async fn a_cancelled_operation_leaves_the_session_in_step() {
+        // The trait promises that dropping an operation's future leaves the
+        // channel usable for hangup and close: the next command must wait
+        // for the abandoned one's reply instead of pipelining behind it.
+        let text = "[run]\ntime_scale = 0.1\n[[callers]]\ndtmf = []";
+        let (mut ch, fake) = start(Scenario::parse(text).expect("scenario")).await;
+        ch.answer().await.expect("answer");
+        let cut = tokio::time::timeout(
+            Duration::from_millis(20),
+            ch.play(&prompt("bidbridge/welcome")),
+        )
+        .await;
+        assert!(cut.is_err(), "the 0.3 s prompt was still playing");
+        ch.hangup(HangupCause::NormalClearing)
+            .await
+            .expect("hangup");
+        let report = finish(ch, fake).await;
+        assert_eq!(report.trace.ended, "hangup NORMAL_CLEARING");
+        assert_eq!(
+            report.commands,
+            [
+                "CHANNEL STATUS",
+                "ANSWER",
+                "STREAM FILE bidbridge/welcome \"\"",
+                "EXEC Hangup 16"
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn transfer_and_failsafe_variables() {
         let (mut ch, fake) = start(scenario("[[callers]]\ndtmf = []")).await;
         let backup = DialTarget::Gateway {
