@@ -132,6 +132,14 @@ impl std::fmt::Debug for AgiChannel {
     }
 }
 
+impl Drop for AgiChannel {
+    /// A channel dropped without `close` (a failed set-up, a panicking
+    /// caller) must not leave its reader running: the socket closes with it.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 /// Reads the preamble (bounded in time and size). Returns it and any bytes
 /// that followed it in the same reads.
 async fn read_preamble(reader: &mut OwnedReadHalf) -> Result<(Preamble, Vec<u8>), ChannelError> {
