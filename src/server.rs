@@ -171,8 +171,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 )));
             }
             if let Some(listener) = agi_listener {
-                // AGI_LISTENER: the FastAGI accept loop goes here.
-                drop(listener);
+                tracing::info!(listen = ?agi_addr, "Asterisk FastAGI listening");
+                accept_loops.push(tokio::spawn(accept_loop(
+                    "agi",
+                    listener,
+                    slots.clone(),
+                    calls.clone(),
+                    shutdown.clone(),
+                    services.clone(),
+                    crate::pbx::asterisk::serve_connection,
+                )));
             }
             state.listening.send_replace(true);
 

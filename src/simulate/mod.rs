@@ -8,6 +8,7 @@
 //! hanging — every wait on the daemon is bounded, so a run always ends with
 //! a report, failed calls included.
 
+pub mod asterisk;
 pub mod buyers;
 pub mod freeswitch;
 pub mod scenario;
@@ -76,9 +77,15 @@ pub struct SimulateArgs {
     /// Scenario file (TOML): callers, buyer legs, loopback bidders.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
+    /// Which switch to play: FreeSWITCH (outbound ESL) or Asterisk (FastAGI).
+    #[arg(long, value_enum, default_value = "freeswitch")]
+    pub pbx: SimPbx,
     /// The daemon's FreeSWITCH Event Socket listener.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8084")]
     pub esl: SocketAddr,
+    /// The daemon's FastAGI listener (with --pbx asterisk).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4573")]
+    pub agi: SocketAddr,
     /// Calls to place (overrides run.calls).
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
@@ -91,6 +98,13 @@ pub struct SimulateArgs {
     /// Do not start the scenario's [[buyers]] (they are served elsewhere).
     #[arg(long)]
     pub no_buyers: bool,
+}
+
+/// The switch the simulator plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimPbx {
+    Freeswitch,
+    Asterisk,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -163,7 +177,10 @@ pub async fn main(args: SimulateArgs) -> Result<bool, SimulateError> {
     } else {
         start_buyers(&scenario).await?
     };
-    let report = run_freeswitch(args.esl, &scenario).await;
+    let report = match args.pbx {
+        SimPbx::Freeswitch => run_freeswitch(args.esl, &scenario).await,
+        SimPbx::Asterisk => asterisk::run_asterisk(args.agi, &scenario).await,
+    };
     for t in &report.traces {
         println!("{}", summary_line(t));
     }

@@ -661,6 +661,18 @@ pub enum Command {
         value: String,
     },
     ChannelStatus,
+    /// Where the dialplan continues when the AGI session ends (with
+    /// [`Command::SetExtension`] and [`Command::SetPriority`]: a transfer).
+    SetContext {
+        context: String,
+    },
+    SetExtension {
+        extension: String,
+    },
+    /// A numeric priority (Asterisk also takes labels; we never send one).
+    SetPriority {
+        priority: u32,
+    },
     /// Logs `message` at verbose `level` (1 to 4) in Asterisk's log.
     Verbose {
         message: String,
@@ -683,6 +695,9 @@ impl Command {
             Command::GetFullVariable { .. } => "GET FULL VARIABLE",
             Command::SetVariable { .. } => "SET VARIABLE",
             Command::ChannelStatus => "CHANNEL STATUS",
+            Command::SetContext { .. } => "SET CONTEXT",
+            Command::SetExtension { .. } => "SET EXTENSION",
+            Command::SetPriority { .. } => "SET PRIORITY",
             Command::Verbose { .. } => "VERBOSE",
         }
     }
@@ -753,6 +768,17 @@ impl Command {
                 let name = name_arg("name", name)?;
                 let value = text_arg("value", value)?;
                 format!("SET VARIABLE {name} {value}")
+            }
+            Command::SetContext { context } => {
+                format!("SET CONTEXT {}", name_arg("context", context)?)
+            }
+            Command::SetExtension { extension } => {
+                format!("SET EXTENSION {}", name_arg("extension", extension)?)
+            }
+            Command::SetPriority { priority } => {
+                // Priority 0 does not exist; 1 starts an extension.
+                in_range("priority", i128::from(*priority), 1, i128::from(i32::MAX))?;
+                format!("SET PRIORITY {priority}")
             }
             Command::Verbose { message, level } => {
                 in_range("level", i128::from(*level), 1, 4)?;
@@ -1833,6 +1859,47 @@ mod tests {
     }
 
     #[test]
+    fn transfer_commands_encode() {
+        assert_eq!(
+            enc(Command::SetContext {
+                context: "buyers".into()
+            }),
+            "SET CONTEXT buyers\n"
+        );
+        assert_eq!(
+            enc(Command::SetExtension {
+                extension: "backup".into()
+            }),
+            "SET EXTENSION backup\n"
+        );
+        assert_eq!(
+            enc(Command::SetPriority { priority: 1 }),
+            "SET PRIORITY 1\n"
+        );
+        assert!(matches!(
+            Command::SetPriority { priority: 0 }.encode(),
+            Err(CommandError::OutOfRange {
+                field: "priority",
+                ..
+            })
+        ));
+        assert_eq!(
+            Command::SetContext {
+                context: "a b".into()
+            }
+            .encode(),
+            Err(CommandError::Whitespace { field: "context" })
+        );
+        assert_eq!(
+            Command::SetExtension {
+                extension: String::new()
+            }
+            .encode(),
+            Err(CommandError::Empty { field: "extension" })
+        );
+    }
+
+    #[test]
     fn command_length_limit() {
         let prefix = "SET VARIABLE X ".len();
         let fits = "v".repeat(MAX_COMMAND_LINE_LEN - prefix - 1);
@@ -1908,6 +1975,9 @@ mod tests {
             Command::GetFullVariable { expr } => vec![expr.clone()],
             Command::SetVariable { name, value } => vec![name.clone(), value.clone()],
             Command::Verbose { message, level } => vec![message.clone(), level.to_string()],
+            Command::SetContext { context } => vec![context.clone()],
+            Command::SetExtension { extension } => vec![extension.clone()],
+            Command::SetPriority { priority } => vec![priority.to_string()],
         };
         argv.extend(more);
         argv
@@ -2079,6 +2149,9 @@ mod tests {
             t().prop_map(|expr| Command::GetFullVariable { expr }),
             (t(), t()).prop_map(|(name, value)| Command::SetVariable { name, value }),
             (t(), any::<u8>()).prop_map(|(message, level)| Command::Verbose { message, level }),
+            t().prop_map(|context| Command::SetContext { context }),
+            t().prop_map(|extension| Command::SetExtension { extension }),
+            any::<u32>().prop_map(|priority| Command::SetPriority { priority }),
         ]
     }
 
