@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_calls.sql",
         include_str!("../../sql/0002_calls.sql"),
     ),
+    (
+        3,
+        "0003_outbox.sql",
+        include_str!("../../sql/0003_outbox.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming bidbridge's migration lock (`pg_advisory_lock`).
