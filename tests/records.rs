@@ -146,6 +146,7 @@ fn bid(buyer: &str, status: BidStatus, price: Option<i64>, reason: Option<&str>)
         expires_at: None,
         latency_us: Some(5_000),
         rank: None,
+        notices: Default::default(),
     }
 }
 

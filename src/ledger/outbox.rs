@@ -196,15 +196,30 @@ pub fn notices_for_call(record: &CallRecord, urls: &CatalogUrls) -> Vec<Pending>
             &facts.publisher_values(),
         );
     }
-    if let Some(winner) = &record.winner
-        && let Some(buyer) = urls.buyers.get(&winner.buyer_id)
-    {
+    if let Some(winner) = &record.winner {
+        let catalog = urls
+            .buyers
+            .get(&winner.buyer_id)
+            .cloned()
+            .unwrap_or_default();
+        // The winning bid's own URLs (nurl/burl) replace the templates.
+        let own = record
+            .bids
+            .iter()
+            .find(|b| {
+                b.status == BidStatus::Bid
+                    && b.buyer_id == winner.buyer_id
+                    && b.destination_id == winner.destination_id
+                    && (winner.bid_id.is_none() || b.bid_id == winner.bid_id)
+            })
+            .map(|b| b.notices.clone())
+            .unwrap_or_default();
         let values = facts.winner_values();
-        if let Some(url) = present(&buyer.win_url) {
+        if let Some(url) = present(&own.win_url).or(present(&catalog.win_url)) {
             push(PostbackKind::BuyerWin, &winner.buyer_id, url, &values);
         }
         if record.payable
-            && let Some(url) = present(&buyer.billing_url)
+            && let Some(url) = present(&own.billing_url).or(present(&catalog.billing_url))
         {
             push(PostbackKind::BuyerBilling, &winner.buyer_id, url, &values);
         }
@@ -215,11 +230,13 @@ pub fn notices_for_call(record: &CallRecord, urls: &CatalogUrls) -> Vec<Pending>
         if Some(bid.buyer_id.as_str()) == winner_buyer || !told.insert(&bid.buyer_id) {
             continue;
         }
-        let Some(url) = urls
-            .buyers
-            .get(&bid.buyer_id)
-            .and_then(|b| present(&b.loss_url))
-        else {
+        // The bid's own lurl replaces the buyer's template.
+        let url = present(&bid.notices.loss_url).or_else(|| {
+            urls.buyers
+                .get(&bid.buyer_id)
+                .and_then(|b| present(&b.loss_url))
+        });
+        let Some(url) = url else {
             continue;
         };
         let attempted_unanswered = record.attempts.iter().any(|a| {
@@ -406,6 +423,7 @@ mod tests {
             expires_at: None,
             latency_us: None,
             rank: None,
+            notices: Default::default(),
         }
     }
 
@@ -506,6 +524,22 @@ mod tests {
                     "http://b/loss?r=outbid&p=&mine=10.00"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn the_bids_own_urls_replace_the_templates() {
+        let mut r = record(true);
+        r.bids[0].notices.win_url = Some("http://nurl/a?p={price}".into());
+        r.bids[1].notices.loss_url = Some("http://lurl/b?r={reason}".into());
+        let got = notices_for_call(&r, &urls());
+        let url = |k| got.iter().find(|p| p.kind == k).map(|p| p.url.as_str());
+        assert_eq!(url(PostbackKind::BuyerWin), Some("http://nurl/a?p=10.01"));
+        assert_eq!(url(PostbackKind::BuyerLoss), Some("http://lurl/b?r=outbid"));
+        // No burl: the catalog template stays.
+        assert_eq!(
+            url(PostbackKind::BuyerBilling),
+            Some("http://a/bill?p=10.01&payout=")
         );
     }
 
