@@ -143,6 +143,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             config.postbacks.clone(),
             config.node.id.clone(),
             pool.clone(),
+            metrics.clone(),
             shutdown.clone(),
         )
     });

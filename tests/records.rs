@@ -486,7 +486,7 @@ async fn postbacks_retry_until_delivered_and_every_attempt_is_recorded() {
     );
 
     let journal = tempfile::tempdir().expect("tmp");
-    let (running, _base) = start_daemon(&db, journal.path(), |c| {
+    let (running, base) = start_daemon(&db, journal.path(), |c| {
         c.postbacks.initial_backoff_ms = 100;
         c.postbacks.max_backoff_ms = 200;
         c.postbacks.max_attempts = 3;
@@ -511,6 +511,19 @@ async fn postbacks_retry_until_delivered_and_every_attempt_is_recorded() {
     })
     .await;
     assert!(settled, "postbacks never settled: {:?}", receiver.hits());
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"bidbridge_postback_attempts_total{kind="buyer_loss",result="failed"} 1"#,
+        r#"bidbridge_postback_attempts_total{kind="buyer_win",result="retry"} 2"#,
+        r#"bidbridge_postback_attempts_total{kind="buyer_win",result="delivered"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     running.shutdown();
     running.stopped().await;
 

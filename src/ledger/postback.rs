@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use crate::config::PostbacksConfig;
+use crate::metrics::{Metrics, PostbackLabels};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostbackError {
@@ -72,15 +75,17 @@ pub fn spawn(
     config: PostbacksConfig,
     node_id: String,
     pool: deadpool_postgres::Pool,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(config, node_id, pool, shutdown))
+    tokio::spawn(run(config, node_id, pool, metrics, shutdown))
 }
 
 async fn run(
     config: PostbacksConfig,
     node_id: String,
     pool: deadpool_postgres::Pool,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client = match http_client(&config) {
@@ -92,7 +97,7 @@ async fn run(
     };
     let idle = Duration::from_millis(config.poll_interval_ms.max(1));
     loop {
-        let wait = match round(&client, &pool, &config, &node_id).await {
+        let wait = match round(&client, &pool, &config, &node_id, Some(&metrics)).await {
             // A full batch: there may be more due right now.
             Ok(n) if n >= config.batch_size as usize => Duration::ZERO,
             Ok(_) => idle,
@@ -129,7 +134,7 @@ pub async fn round_once(
     node_id: &str,
 ) -> Result<usize, PostbackError> {
     let client = http_client(config)?;
-    round(&client, pool, config, node_id).await
+    round(&client, pool, config, node_id, None).await
 }
 
 async fn round(
@@ -137,6 +142,7 @@ async fn round(
     pool: &deadpool_postgres::Pool,
     config: &PostbacksConfig,
     node_id: &str,
+    metrics: Option<&Metrics>,
 ) -> Result<usize, PostbackError> {
     let claimed = claim(pool, config).await?;
     let n = claimed.len();
@@ -147,7 +153,15 @@ async fn round(
     let outcomes = futures::future::join_all(sends).await;
     let db = pool.get().await?;
     for (row, outcome) in claimed.iter().zip(outcomes) {
-        record(&db, config, node_id, row, &outcome).await?;
+        let result = record(&db, config, node_id, row, &outcome).await?;
+        if let Some(m) = metrics {
+            m.postback_attempts
+                .get_or_create(&PostbackLabels {
+                    kind: row.kind.clone(),
+                    result: result.to_string(),
+                })
+                .inc();
+        }
     }
     Ok(n)
 }
@@ -247,7 +261,7 @@ async fn record(
     node_id: &str,
     row: &Claimed,
     outcome: &Outcome,
-) -> Result<(), PostbackError> {
+) -> Result<&'static str, PostbackError> {
     let attempt = row.attempts.saturating_add(1);
     let status = outcome.status.map(i32::from);
     let latency_ms = i64::try_from(outcome.latency.as_millis()).unwrap_or(i64::MAX);
@@ -305,7 +319,13 @@ async fn record(
         ],
     )
     .await?;
-    Ok(())
+    Ok(if delivered {
+        "delivered"
+    } else if give_up {
+        "failed"
+    } else {
+        "retry"
+    })
 }
 
 #[cfg(test)]
