@@ -321,7 +321,7 @@ pub async fn catalog_urls(
     if !publishers.is_empty() {
         for row in tx
             .query(
-                "SELECT id::text, postback_url FROM publishers WHERE id::text = ANY($1)",
+                "SELECT id::text, postback_url FROM publishers WHERE id = ANY($1::text[])",
                 &[&publishers],
             )
             .await?
@@ -332,7 +332,7 @@ pub async fn catalog_urls(
     if !buyers.is_empty() {
         for row in tx
             .query(
-                "SELECT id::text, win_url, loss_url, billing_url, postback_url FROM buyers WHERE id::text = ANY($1)",
+                "SELECT id::text, win_url, loss_url, billing_url, postback_url FROM buyers WHERE id = ANY($1::text[])",
                 &[&buyers],
             )
             .await?
