@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::catalog::spec::{CatalogDoc, DocFormat};
 use crate::config::{Config, ConfigError};
@@ -86,6 +86,41 @@ pub enum Command {
     /// Exit status: 0 every call completed, 1 a call failed, 2 bad scenario or usage.
     #[command(verbatim_doc_comment)]
     Simulate(crate::simulate::SimulateArgs),
+    /// Totals per campaign, buyer, destination, publisher, source or hour; or `report calls`.
+    ///
+    /// Money is exact (integer cents). Example: `bidbridge report --by buyer --since 7d --format csv`.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+    /// What to group by.
+    #[arg(long, value_enum, default_value = "campaign")]
+    pub by: crate::report::GroupBy,
+    /// Start of the window: 30m, 24h, 7d back from now, or an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// End of the window (same forms as --since; default now).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::report::Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The most recent calls, one per line: bids, attempts, winner, price, talk time, payable.
+    Calls {
+        /// How many calls.
+        #[arg(long, default_value_t = 20)]
+        last: i64,
+        /// Also write them as JSON to PATH.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +310,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             println!("{}", crate::api::auth::hash_token(&token));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => report(&config, args).await,
         Command::Token(TokenCommand::New) => {
             let token = crate::api::auth::new_token();
             println!(
@@ -284,6 +320,58 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
+    let now = chrono::Utc::now();
+    // Parse before connecting: a typo is a usage error (exit 2), not a failure.
+    let window = match args.command {
+        Some(_) => None,
+        None => {
+            let since = crate::report::parse_since(&args.since, now);
+            let until = args
+                .until
+                .as_deref()
+                .map(|u| crate::report::parse_since(u, now))
+                .transpose();
+            match (since, until) {
+                (Ok(s), Ok(u)) => Some((s, u.unwrap_or(now))),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("bidbridge: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
+    let (client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let result = match (args.command, window) {
+        (Some(ReportCommand::Calls { last, json }), _) => {
+            let lines = crate::report::recent_calls(&client, last)
+                .await
+                .map_err(|e| e.to_string())?;
+            print!("{}", crate::report::render_calls(&lines));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&lines).map_err(|e| e.to_string())?;
+                std::fs::write(&path, text + "\n")
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, Some((since, until))) => {
+            let report = crate::report::build(&client, args.by, since, until)
+                .await
+                .map_err(|e| e.to_string())?;
+            print!("{}", report.render(args.format));
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, None) => Ok(ExitCode::from(2)),
+    };
+    drop(client);
+    let _ = driver.await;
+    result
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, String> {

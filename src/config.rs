@@ -43,6 +43,7 @@ pub struct Config {
     pub freeswitch: FreeswitchConfig,
     pub asterisk: AsteriskConfig,
     pub records: RecordsConfig,
+    pub postbacks: PostbacksConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
 }
@@ -322,6 +323,43 @@ impl Default for RecordsConfig {
     }
 }
 
+/// The postback and buyer-notice sender (docs/records.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostbacksConfig {
+    /// Run the sender on this node. Several nodes may run it at once.
+    pub enabled: bool,
+    /// Wait after the first failed attempt; doubles after each failure.
+    pub initial_backoff_ms: u64,
+    /// The wait between attempts never grows past this.
+    pub max_backoff_ms: u64,
+    /// Give up (mark failed) after this many attempts...
+    pub max_attempts: u32,
+    /// ...or once the postback is this old, whichever comes first.
+    pub give_up_after_secs: u64,
+    /// Per-request timeout (connect + answer).
+    pub timeout_ms: u64,
+    /// How often the sender looks for due postbacks when idle.
+    pub poll_interval_ms: u64,
+    /// Postbacks claimed (and sent concurrently) per round.
+    pub batch_size: u32,
+}
+
+impl Default for PostbacksConfig {
+    fn default() -> Self {
+        PostbacksConfig {
+            enabled: true,
+            initial_backoff_ms: 30_000,
+            max_backoff_ms: 3_600_000,
+            max_attempts: 30,
+            give_up_after_secs: 86_400,
+            timeout_ms: 5_000,
+            poll_interval_ms: 1_000,
+            batch_size: 50,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
@@ -485,6 +523,20 @@ impl Config {
             return Err(err(
                 "records.batch_size",
                 "batch_size and queue_capacity must be at least 1".into(),
+            ));
+        }
+        if self.postbacks.max_attempts == 0 || self.postbacks.batch_size == 0 {
+            return Err(err(
+                "postbacks.max_attempts",
+                "max_attempts and batch_size must be at least 1".into(),
+            ));
+        }
+        if self.postbacks.initial_backoff_ms == 0
+            || self.postbacks.max_backoff_ms < self.postbacks.initial_backoff_ms
+        {
+            return Err(err(
+                "postbacks.initial_backoff_ms",
+                "expected 0 < initial_backoff_ms <= max_backoff_ms".into(),
             ));
         }
         if self.database.pool_size == 0 {

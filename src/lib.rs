@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod money;
 pub mod pbx;
 pub mod phone;
+pub mod report;
 pub mod server;
 pub mod services;
 pub mod simulate;

@@ -51,6 +51,14 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PostbackLabels {
+    /// publisher_payable, buyer_win, ... (a fixed set).
+    pub kind: String,
+    /// delivered, retry, failed.
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub calls_in_progress: Family<CampaignLabel, Gauge>,
@@ -65,6 +73,7 @@ pub struct Metrics {
     pub revenue_cents: Family<CampaignLabel, Counter>,
     pub prompt_failures: Counter,
     pub destination_paused: Family<DestinationLabel, Gauge>,
+    pub postback_attempts: Family<PostbackLabels, Counter>,
     pub journal_depth: Gauge,
     pub journal_bytes: Gauge,
     pub records_written: Gauge,
@@ -104,6 +113,7 @@ impl Metrics {
             revenue_cents: Family::default(),
             prompt_failures: Counter::default(),
             destination_paused: Family::default(),
+            postback_attempts: Family::default(),
             journal_depth: Gauge::default(),
             journal_bytes: Gauge::default(),
             records_written: Gauge::default(),
@@ -159,6 +169,11 @@ impl Metrics {
             "prompt_failures",
             "Prompts the switch could not play (operator alert)",
             m.prompt_failures.clone(),
+        );
+        registry.register(
+            "postback_attempts",
+            "Postback and notice attempts by kind and result (delivered, retry, failed)",
+            m.postback_attempts.clone(),
         );
         registry.register(
             "journal_depth",

@@ -137,12 +137,27 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ))
     });
 
+    // Postbacks are sent from the outbox by their own task: nothing a
+    // receiver does can slow a call.
+    let postbacks = config.postbacks.enabled.then(|| {
+        crate::ledger::postback::spawn(
+            config.postbacks.clone(),
+            config.node.id.clone(),
+            pool.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+    });
+
     let background = {
         let services = services.clone();
         async move {
             // The catalog must be loaded before we take calls.
             if !load_catalog(&catalog, &pool, shutdown.clone()).await {
                 tracing::info!("shut down before the catalog was loaded");
+                if let Some(p) = postbacks {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+                }
                 stop_writer(writer).await;
                 return;
             }
@@ -211,6 +226,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             stats_refresh.abort();
             if let Some(http) = http {
                 let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+            }
+            // Rows being sent stay leased and are retried later: nothing is lost.
+            if let Some(p) = postbacks {
+                let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
             }
             stop_writer(writer).await;
             tracing::info!("bidbridge stopped");

@@ -6,6 +6,8 @@
 //! endpoints a buyer token; tokens are compared by hash in constant time.
 
 pub mod auth;
+pub mod conversions;
+pub mod reports;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -35,6 +37,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/conversions", post(conversions::post))
+        .route("/v1/reports/{by}", get(reports::get))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -318,6 +318,12 @@ impl Auctioneer {
         for (position, candidate) in ranked.into_iter().enumerate() {
             let (destination, parsed, index) = candidate.item;
             outcome.bids[index].rank = Some((position + 1) as u16);
+            // Kept in the record: the outbox sends the bid's own notices.
+            outcome.bids[index].notices = crate::ledger::record::BidNoticeUrls {
+                win_url: parsed.win_url.clone(),
+                billing_url: parsed.billing_url.clone(),
+                loss_url: parsed.loss_url.clone(),
+            };
             let min_talk_secs = parsed
                 .min_talk_secs
                 .or(destination.min_talk_secs)
@@ -388,6 +394,7 @@ fn bid_row(destination: &Destination, status: BidStatus, reason: Option<String>)
         expires_at: None,
         latency_us: None,
         rank: None,
+        notices: Default::default(),
     }
 }
 

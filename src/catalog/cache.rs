@@ -106,6 +106,13 @@ impl CatalogCache {
         self.buyers.get(id)
     }
 
+    /// Every buyer, in id order (token checks on the buyer API walk them).
+    pub fn buyers(&self) -> Vec<Arc<Buyer>> {
+        let mut all: Vec<Arc<Buyer>> = self.buyers.iter().map(|(_, v)| v).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
     pub fn publisher(&self, id: &str) -> Option<Arc<Publisher>> {
         self.publishers.get(id)
     }

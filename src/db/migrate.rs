@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_ping_limits.sql",
         include_str!("../../sql/0004_ping_limits.sql"),
     ),
+    (
+        5,
+        "0005_outbox.sql",
+        include_str!("../../sql/0005_outbox.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming bidbridge's migration lock (`pg_advisory_lock`).

@@ -125,6 +125,27 @@ pub struct BidRecord {
     pub latency_us: Option<u64>,
     /// Position in the ranked list (1 = winner), for usable bids.
     pub rank: Option<u16>,
+    /// Notice URLs the bid itself carried; absent from older journal lines.
+    #[serde(default, skip_serializing_if = "BidNoticeUrls::is_empty")]
+    pub notices: BidNoticeUrls,
+}
+
+/// Per-bid notice URLs (`nurl` / `burl` / `lurl` in the native protocol):
+/// when present they replace the buyer's catalog templates for this call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidNoticeUrls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_url: Option<String>,
+}
+
+impl BidNoticeUrls {
+    pub fn is_empty(&self) -> bool {
+        self.win_url.is_none() && self.billing_url.is_none() && self.loss_url.is_none()
+    }
 }
 
 /// Why an attempt was made.

@@ -3,6 +3,10 @@
 //! `ON CONFLICT DO NOTHING` on keys derived from the call id, so a batch
 //! written twice (a journal replay after a crash) adds nothing the second
 //! time.
+//!
+//! The same transaction enqueues the postbacks and buyer notices of the
+//! calls it actually inserted ([`super::outbox`]), so a replay enqueues
+//! nothing twice and a notice never exists without its call.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -18,12 +22,17 @@ pub async fn insert_batch(
         return Ok(0);
     }
     let tx = client.transaction().await?;
-    let inserted = insert_calls(&tx, records).await?;
+    let new_calls = insert_calls(&tx, records).await?;
     insert_bids(&tx, records).await?;
     insert_attempts(&tx, records).await?;
     insert_consents(&tx, records).await?;
+    let fresh: Vec<&CallRecord> = records
+        .iter()
+        .filter(|r| new_calls.contains(&r.call_id))
+        .collect();
+    super::outbox::enqueue_for_calls(&tx, &fresh).await?;
     tx.commit().await?;
-    Ok(inserted)
+    Ok(new_calls.len() as u64)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -34,10 +43,12 @@ fn ms(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// Inserts the `calls` rows; returns the ids actually inserted (not
+/// already there).
 async fn insert_calls(
     tx: &tokio_postgres::Transaction<'_>,
     records: &[CallRecord],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<std::collections::HashSet<Uuid>, tokio_postgres::Error> {
     let mut call_id: Vec<Uuid> = Vec::new();
     let mut node_id: Vec<&str> = Vec::new();
     let mut pbx: Vec<&str> = Vec::new();
@@ -117,7 +128,7 @@ async fn insert_calls(
         auction_us.push(ms(r.auction_us));
         notes.push(json(&r.notes));
     }
-    tx.execute(
+    let rows = tx.query(
         "INSERT INTO calls (call_id, node_id, pbx, channel_id, caller, caller_raw, tracking_number, campaign_id,
              publisher_id, source, disposition, stage_reached, arrived_at, ivr_done_at, auction_closed_at,
              first_ring_at, answered_at, ended_at, ivr_tags, ivr_path, winner_buyer_id, winner_destination_id,
@@ -129,7 +140,8 @@ async fn insert_calls(
              $20::jsonb[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::bigint[], $26::bpchar[],
              $27::bigint[], $28::int[], $29::bool[], $30::text[], $31::bigint[], $32::bigint[], $33::text[],
              $34::text[], $35::text[], $36::bigint[], $37::jsonb[])
-         ON CONFLICT (call_id) DO NOTHING",
+         ON CONFLICT (call_id) DO NOTHING
+         RETURNING call_id",
         &[
             &call_id,
             &node_id,
@@ -170,7 +182,8 @@ async fn insert_calls(
             &notes,
         ],
     )
-    .await
+    .await?;
+    rows.iter().map(|r| r.try_get::<_, Uuid>(0)).collect()
 }
 
 async fn insert_bids(
