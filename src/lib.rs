@@ -24,6 +24,7 @@ pub mod money;
 pub mod pbx;
 pub mod phone;
 pub mod report;
+pub mod screen;
 pub mod server;
 pub mod services;
 pub mod simulate;

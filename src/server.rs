@@ -92,7 +92,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let services = Arc::new(
         Services::new(config.clone(), catalog.clone(), records, metrics.clone())
             .with_caps(caps.clone())
-            .with_scorer(stats.clone()),
+            .with_scorer(stats.clone())
+            .with_database(pool.clone()),
     );
     let state = Arc::new(DaemonState {
         draining: watch::channel(false).0,

@@ -25,6 +25,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Destinations paused for leaving calls unanswered.
     pub health: Arc<Health>,
+    /// Who called which campaign lately (duplicate-caller rules).
+    pub recent: crate::screen::RecentCallers,
     /// Answer and payable rates for expected-value ranking.
     pub scorer: Arc<dyn Scorer>,
     /// Exact cross-node cap admission; `None` when the node runs without a
@@ -54,6 +56,7 @@ impl Services {
             records,
             metrics,
             health,
+            recent: crate::screen::RecentCallers::new(None),
             scorer: Arc::new(NeutralScorer),
             caps: None,
         }
@@ -62,6 +65,12 @@ impl Services {
     /// Ranks by measured answer and payable rates where campaigns ask for it.
     pub fn with_scorer(mut self, scorer: Arc<dyn Scorer>) -> Services {
         self.scorer = scorer;
+        self
+    }
+
+    /// Looks up earlier calls in PostgreSQL too (several nodes).
+    pub fn with_database(mut self, pool: deadpool_postgres::Pool) -> Services {
+        self.recent = crate::screen::RecentCallers::new(Some(pool));
         self
     }
 

@@ -18,7 +18,7 @@ pub mod protocol;
 pub mod rank;
 pub mod stats;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,12 +102,31 @@ pub struct Auctioneer {
     settings: AuctionConfig,
     /// Key for the per-buyer caller hashes (see [`caller_hash`]).
     hash_key: Vec<u8>,
+    /// Recent answers by (destination, caller): a caller who calls again
+    /// within seconds is not pinged about twice.
+    reuse: Option<moka::sync::Cache<(String, String), Reusable>>,
+    /// Pings sent this second, per rate-limited destination.
+    rate: std::sync::Mutex<HashMap<String, (u64, u32)>>,
+}
+
+/// An answer worth reusing: a bid, or an explicit no-bid.
+#[derive(Debug, Clone)]
+enum Reusable {
+    Bid(ParsedBid, std::time::Instant),
+    NoBid(Option<String>, std::time::Instant),
 }
 
 impl Auctioneer {
     pub fn new(settings: AuctionConfig, hash_key: Vec<u8>) -> Auctioneer {
         Auctioneer {
             pings: PingClient::new(settings.max_response_bytes, settings.pool_idle_per_host),
+            reuse: (settings.reuse_bid_secs > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(Duration::from_secs(settings.reuse_bid_secs))
+                    .build()
+            }),
+            rate: std::sync::Mutex::new(HashMap::new()),
             settings,
             hash_key,
         }
@@ -171,7 +190,54 @@ impl Auctioneer {
                         &mut accepted,
                     );
                 }
-                Bidding::Ping(endpoint) => to_ping.push((destination.clone(), endpoint.clone())),
+                Bidding::Ping(endpoint) => {
+                    if let Some(reused) = self.reused(&destination.id, input.facts.caller.as_ref())
+                    {
+                        match reused {
+                            Reusable::Bid(parsed, at) => {
+                                self.consider(
+                                    destination,
+                                    parsed,
+                                    None,
+                                    floor,
+                                    &mut outcome,
+                                    &mut accepted,
+                                );
+                                if let Some(row) = outcome.bids.last_mut() {
+                                    row.reason = Some(format!(
+                                        "reused the answer to a ping {} ms ago",
+                                        at.elapsed().as_millis()
+                                    ));
+                                }
+                            }
+                            Reusable::NoBid(reason, at) => {
+                                let why = format!(
+                                    "reused the answer to a ping {} ms ago{}",
+                                    at.elapsed().as_millis(),
+                                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                                );
+                                outcome.bids.push(bid_row(
+                                    destination,
+                                    BidStatus::NoBid,
+                                    Some(why),
+                                ));
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(limit) = endpoint.rate_limit_per_sec
+                        && !self.take_ping_slot(&destination.id, limit)
+                    {
+                        *outcome.ineligible.entry("ping rate limit").or_default() += 1;
+                        outcome.bids.push(bid_row(
+                            destination,
+                            BidStatus::Ineligible,
+                            Some("ping rate limit".into()),
+                        ));
+                        continue;
+                    }
+                    to_ping.push((destination.clone(), endpoint.clone()))
+                }
             }
         }
 
@@ -273,6 +339,21 @@ impl Auctioneer {
                     }
                 }
             };
+            if let Some(caller) = &input.facts.caller
+                && let Some(cache) = &self.reuse
+            {
+                let key = (destination.id.clone(), caller.to_string());
+                match (&parsed, status) {
+                    (Some(p), _) if p.expires_at.is_none_or(|at| at > now) => {
+                        cache.insert(key, Reusable::Bid(p.clone(), std::time::Instant::now()))
+                    }
+                    (None, BidStatus::NoBid) => cache.insert(
+                        key,
+                        Reusable::NoBid(reason.clone(), std::time::Instant::now()),
+                    ),
+                    _ => {}
+                }
+            }
             match parsed {
                 Some(parsed) => self.consider(
                     &destination,
@@ -353,6 +434,38 @@ impl Auctioneer {
         }
         outcome.took = started.elapsed();
         outcome
+    }
+
+    /// An answer this destination gave for this caller moments ago.
+    fn reused(&self, destination: &str, caller: Option<&crate::phone::E164>) -> Option<Reusable> {
+        let (cache, caller) = (self.reuse.as_ref()?, caller?);
+        let found = cache.get(&(destination.to_string(), caller.to_string()))?;
+        match &found {
+            Reusable::Bid(parsed, _) if parsed.expires_at.is_some_and(|at| at <= Utc::now()) => {
+                None
+            }
+            _ => Some(found),
+        }
+    }
+
+    /// Takes one of this second's pings for a rate-limited destination.
+    fn take_ping_slot(&self, destination: &str, per_sec: u32) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let Ok(mut rate) = self.rate.lock() else {
+            return true;
+        };
+        let slot = rate.entry(destination.to_string()).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        if slot.1 >= per_sec {
+            return false;
+        }
+        slot.1 += 1;
+        true
     }
 
     /// Records a parsed bid and keeps it when it clears the floor.

@@ -45,6 +45,10 @@ pub struct Call {
     pub consent: bool,
     /// A screening rule made the call unbillable (the rule's name).
     pub not_payable: Option<String>,
+    /// Duplicate-caller rule: send straight to the backup line.
+    pub straight_to_backup: bool,
+    /// Duplicate-caller rule: the destination that had this caller before.
+    pub prefer_destination: Option<String>,
 }
 
 /// How the flow left the call.
@@ -122,6 +126,8 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
             facts: CallFacts { caller, ..Default::default() },
             consent: false,
             not_payable: None,
+            straight_to_backup: false,
+            prefer_destination: None,
         };
         let (ending, connected) = run_stages(&mut channel, &mut call, &services).await;
         finish(&mut channel, &mut call, &services, ending, connected).await;
@@ -195,6 +201,33 @@ async fn run_stages<C: CallChannel>(
         return (Ending::HangUp(HangupCause::CallRejected), None);
     }
 
+    if let (Some(rule), Some(caller)) = (&campaign.duplicate, &call.facts.caller)
+        && let Some(previous) = services
+            .recent
+            .previous(
+                &campaign.id,
+                caller.as_str(),
+                std::time::Duration::from_secs(u64::from(rule.window_secs)),
+            )
+            .await
+    {
+        use crate::catalog::spec::DuplicateAction;
+        tracing::info!(previous_at = %previous.at, action = ?rule.action, "duplicate caller");
+        call.record.notes.push(format!(
+            "duplicate caller (previous call {}, {}): {:?}",
+            previous.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            previous.destination.as_deref().unwrap_or("no buyer"),
+            rule.action
+        ));
+        match rule.action {
+            DuplicateAction::Backup => call.straight_to_backup = true,
+            DuplicateAction::NotPayable => {
+                call.not_payable = Some("duplicate caller within the campaign's window".into())
+            }
+            DuplicateAction::RoutePrevious => call.prefer_destination = previous.destination,
+        }
+    }
+
     // Qualify.
     if let Some(ivr) = &campaign.ivr {
         call.record.stage_reached = Stage::Ivr;
@@ -225,6 +258,25 @@ async fn run_stages<C: CallChannel>(
 
     // Auction, raced against the caller leaving.
     call.record.stage_reached = Stage::Auction;
+    if call.straight_to_backup {
+        // No buyer will get this caller: do not share their data in pings.
+        call.record.stage_reached = Stage::Connect;
+        let result = match connect::connect(channel, call, Vec::new(), services).await {
+            Ok(result) => result,
+            Err(e) => return (e.into(), None),
+        };
+        let ending = if result.caller_gone() || channel.presence().is_gone() {
+            Ending::CallerGone
+        } else {
+            Ending::HangUp(match &result.answered {
+                Some(_) => HangupCause::NormalClearing,
+                None => {
+                    HangupCause::after_failed_leg(result.last_failure.unwrap_or(LegStatus::Failed))
+                }
+            })
+        };
+        return (ending, Some(result));
+    }
     let call_id = call.record.call_id.to_string();
     let exclude = HashSet::new();
     let input = AuctionInput {
@@ -256,10 +308,22 @@ async fn run_stages<C: CallChannel>(
         "auction closed"
     );
     call.record.bids = outcome.bids;
+    let mut offers = outcome.offers;
+    if let Some(previous) = &call.prefer_destination {
+        // The buyer who had this caller before goes first, if it bid.
+        if let Some(at) = offers.iter().position(|o| &o.destination.id == previous) {
+            let preferred = offers.remove(at);
+            offers.insert(0, preferred);
+        } else {
+            call.record.notes.push(format!(
+                "previous buyer's destination {previous} did not bid; routed normally"
+            ));
+        }
+    }
 
     // Connect.
     call.record.stage_reached = Stage::Connect;
-    let result = match connect::connect(channel, call, outcome.offers, services).await {
+    let result = match connect::connect(channel, call, offers, services).await {
         Ok(result) => result,
         Err(e) => return (e.into(), None),
     };
@@ -431,5 +495,18 @@ async fn finish<C: CallChannel>(
                 call.record.stage_reached.as_str()
             );
         }
+    }
+    // A caller a buyer took counts for the campaign's duplicate rule.
+    if let (Some(campaign), Some(caller), Some(winner)) = (
+        &call.record.campaign_id,
+        &call.record.caller,
+        &call.record.winner,
+    ) {
+        services.recent.remember(
+            campaign,
+            caller,
+            Some(winner.destination_id.clone()),
+            call.record.times.arrived_at,
+        );
     }
 }
