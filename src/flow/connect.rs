@@ -73,10 +73,11 @@ pub async fn connect<C: CallChannel>(
         let Some(offer) = queue.pop_front() else {
             break;
         };
-        if !tried.insert(offer.destination.id.clone()) {
+        if tried.contains(&offer.destination.id) {
             continue;
         }
-        // A bid that expired while earlier destinations rang.
+        // A bid that expired while earlier destinations rang. Its
+        // destination was never dialled, so a re-run may ask it again.
         if offer.expires_at.is_some_and(|at| at <= Utc::now()) {
             call.record
                 .attempts
@@ -88,6 +89,7 @@ pub async fn connect<C: CallChannel>(
             }
             continue;
         }
+        tried.insert(offer.destination.id.clone());
         let kind = if recovering {
             AttemptKind::Recovery
         } else if buyer_attempts == 0 {
