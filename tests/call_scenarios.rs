@@ -538,3 +538,78 @@ async fn two_hundred_simultaneous_calls_complete_with_nothing_leaked() {
     );
     d.running.shutdown();
 }
+
+#[tokio::test]
+async fn a_buyer_hanging_up_within_the_recovery_window_hands_the_caller_to_the_next_bidder() {
+    let (short, steady) = (
+        buyer(BidBehaviour::Bid, "20.00", 5).await,
+        buyer(BidBehaviour::Bid, "12.00", 5).await,
+    );
+    let d = daemon(&catalog(
+        300,
+        "5.00",
+        &[
+            ("short", short.url(), "leg-short"),
+            ("steady", steady.url(), "leg-answer"),
+        ],
+        "",
+    ))
+    .await;
+    let callers = "[[callers]]\ndtmf = [\"1\", \"60601\"]\n\n[[legs]]\nmatch = \"leg-short\"\nbehaviour = \"answer\"\nring_secs = 1.0\ntalk_secs = 4.0\n";
+    d.call(&scenario(1, 10.0, callers)).await;
+    let calls = d.calls(1).await;
+    assert_eq!(
+        d.attempts(&calls[0]).await,
+        vec![
+            ("short".into(), "winner".into(), "answered".into()),
+            ("steady".into(), "recovery".into(), "answered".into())
+        ]
+    );
+    // The caller's conversation with the second buyer is the sale.
+    assert_eq!(
+        calls[0]
+            .get::<_, Option<String>>("winner_destination_id")
+            .as_deref(),
+        Some("steady")
+    );
+    assert!(calls[0].get::<_, bool>("payable"));
+    d.running.shutdown();
+}
+
+#[tokio::test]
+async fn when_every_leg_fails_and_there_is_no_backup_the_caller_hears_the_last_legs_cause() {
+    let (a, b) = (
+        buyer(BidBehaviour::Bid, "20.00", 5).await,
+        buyer(BidBehaviour::Bid, "12.00", 5).await,
+    );
+    let text = catalog(
+        300,
+        "5.00",
+        &[("a", a.url(), "leg-noanswer"), ("b", b.url(), "leg-busy")],
+        "",
+    )
+    .replace(
+        "backup = { extension = \"backup\", context = \"default\" }\n",
+        "",
+    );
+    let d = daemon(&text).await;
+    let report = d
+        .call(&scenario(
+            1,
+            10.0,
+            "[[callers]]\ndtmf = [\"1\", \"60601\"]\n",
+        ))
+        .await;
+    let calls = d.calls(1).await;
+    assert_eq!(calls[0].get::<_, String>("disposition"), "no_buyer");
+    assert_eq!(
+        calls[0].get::<_, Option<String>>("hangup_cause").as_deref(),
+        Some("USER_BUSY"),
+        "not NORMAL_CLEARING"
+    );
+    assert_eq!(
+        report.traces[0].ended, "hangup USER_BUSY",
+        "the switch was told the real cause"
+    );
+    d.running.shutdown();
+}

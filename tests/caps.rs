@@ -207,3 +207,139 @@ async fn a_dead_nodes_reservations_are_released_when_the_lease_runs_out() {
             .is_some()
     );
 }
+
+/// Two daemons on one database route 500 calls at one destination with a
+/// cap of 50 connected calls and 5 at once: exactly 50 connected, the live
+/// counter never above 5 (sampled throughout), the rest to the backup line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_route_500_calls_into_a_cap_of_50_and_5_at_once() {
+    use bidbridge::simulate::scenario::Scenario;
+    let db = TestDb::migrated().await;
+    db.apply_catalog(
+        r#"
+[[publishers]]
+id = "pub"
+name = "P"
+
+[[campaigns]]
+id = "c"
+name = "C"
+vertical = "v"
+min_talk_secs = 1
+backup = { extension = "backup", context = "default" }
+
+[[numbers]]
+number = "+18005550100"
+campaign = "c"
+publisher = "pub"
+
+[[buyers]]
+id = "b"
+name = "B"
+
+[[buyers.destinations]]
+id = "d"
+campaigns = ["c"]
+static_price = "1.00"
+dial = { sip = "sip:capped@127.0.0.1" }
+caps = { per_day = 50, concurrency = 5 }
+"#,
+    )
+    .await;
+    let (journal_a, journal_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut nodes = Vec::new();
+    for (name, journal) in [("node-a", &journal_a), ("node-b", &journal_b)] {
+        let mut config = common::test_config(&db, journal.path());
+        config.node.id = name.into();
+        let running = bidbridge::server::start(config).await.unwrap();
+        let services = running.services.clone();
+        assert!(
+            common::eventually(Duration::from_secs(10), || async {
+                services.catalog.is_loaded()
+            })
+            .await
+        );
+        nodes.push(running);
+    }
+    let scenario = Scenario::parse(
+        "[run]\ncalls = 250\nrate_per_sec = 40.0\ntime_scale = 0.01\n\n\
+         [[legs]]\nmatch = \"capped\"\nbehaviour = \"answer\"\nring_secs = 0.5\ntalk_secs = 3.0\n\n\
+         [[legs]]\nmatch = \"backup\"\nbehaviour = \"answer\"\nring_secs = 1.0\ntalk_secs = 1.0\n",
+    )
+    .unwrap();
+
+    // Watch the shared live counter while both nodes take calls.
+    let sampler_db = db.client().await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let sampler = tokio::spawn(async move {
+        let mut max_live = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(Some(row)) = sampler_db
+                .query_opt("SELECT reserved FROM cap_counters WHERE owner_kind = 'destination' AND metric = 'live'", &[])
+                .await
+            {
+                max_live = max_live.max(row.get::<_, i64>(0));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        max_live
+    });
+    let (a, b) = tokio::join!(
+        bidbridge::simulate::run_freeswitch(nodes[0].esl_addr.unwrap(), &scenario),
+        bidbridge::simulate::run_freeswitch(nodes[1].esl_addr.unwrap(), &scenario),
+    );
+    done.store(true, Ordering::SeqCst);
+    let max_live = sampler.await.unwrap();
+    assert_eq!(a.failed + b.failed, 0);
+
+    let client = db.client().await;
+    assert!(
+        common::eventually(Duration::from_secs(20), || async {
+            client
+                .query_one("SELECT count(*) FROM calls", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 500
+        })
+        .await
+    );
+    let sold: i64 = client
+        .query_one(
+            "SELECT count(*) FROM calls WHERE winner_destination_id = 'd'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sold, 50,
+        "exactly the cap of 50 calls reached the destination"
+    );
+    let by_node: Vec<i64> = client
+        .query("SELECT count(*) FROM calls WHERE winner_destination_id = 'd' GROUP BY node_id ORDER BY node_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(by_node.len(), 2, "both nodes sold calls: {by_node:?}");
+    assert!(max_live <= 5, "{max_live} calls live at once");
+    assert!(
+        max_live >= 2,
+        "calls never overlapped; the concurrency cap was not exercised"
+    );
+    let backup: i64 = client
+        .query_one(
+            "SELECT count(*) FROM calls WHERE disposition = 'backup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(backup, 450, "every other call went to the backup line");
+    for node in nodes {
+        node.shutdown();
+    }
+}
