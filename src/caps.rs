@@ -3,10 +3,12 @@
 //! Two steps, so the hot path never pays a database round trip per
 //! eligible buyer (docs/caps.md has the whole design):
 //!
-//! 1. **Eligibility, from memory** ([`Gate`]): a snapshot of every counter
-//!    (refreshed from PostgreSQL every 250 ms, plus this node's own
-//!    admissions since) keeps full destinations out of the auction. It may
-//!    be a few hundred milliseconds stale; it is only a filter.
+//! 1. **Eligibility, from memory** ([`Gate`]): a snapshot of the call and
+//!    budget counters (refreshed from PostgreSQL every 250 ms, plus this
+//!    node's own admissions since) keeps full destinations out of the
+//!    auction. It may be a few hundred milliseconds stale; it is only a
+//!    filter. Concurrency is not filtered here (it changes faster than any
+//!    snapshot): admission decides it.
 //! 2. **Admission, exact** ([`Caps::admit`]): right before a destination's
 //!    phone rings, one call to `bidbridge_admit()` reserves one unit of
 //!    every cap that applies (destination and buyer: calls per
@@ -439,6 +441,12 @@ impl Caps {
             return Ok(());
         }
         for item in items_for(destination, Cents::ZERO, now) {
+            // Live calls change in milliseconds; a snapshot up to 250 ms old
+            // would keep a destination out long after its slots freed up.
+            // Concurrency is left to exact admission.
+            if item.metric == "live" {
+                continue;
+            }
             let current = self.snapshot_value(&item.key());
             let over = match item.metric {
                 "budget" => current >= item.cap,

@@ -148,23 +148,41 @@ async fn the_snapshot_keeps_a_full_destination_out_of_the_auction() {
                 .unwrap(),
         );
     }
-    // Our own admissions count at once, without waiting for a refresh.
+    // Five live calls: concurrency is left to admission (exact); the gate
+    // still lets the destination bid.
+    assert_eq!(Gate::admit(caps.as_ref(), &destination, now), Ok(()));
+    assert!(matches!(
+        caps.admit(uuid::Uuid::new_v4(), &destination, Cents(100)).await,
+        Err(Refusal::Full(f)) if f.contains("concurrent")
+    ));
+    // Answered calls use up the day cap: our own count at once, another
+    // node's after it refreshes from the database.
+    for reservation in held {
+        caps.settle(reservation, true, Some(Cents(100))).await;
+    }
+    for _ in 0..45 {
+        let r = caps
+            .admit(uuid::Uuid::new_v4(), &destination, Cents(100))
+            .await
+            .unwrap()
+            .unwrap();
+        caps.settle(r, true, Some(Cents(100))).await;
+    }
     assert_eq!(
         Gate::admit(caps.as_ref(), &destination, now),
-        Err("destination at its concurrency cap")
+        Err("destination call cap reached")
     );
-    // A second node learns it from the database.
     let other = Caps::new(bidbridge::db::pool(&db.config).unwrap(), "node-b".into());
+    assert_eq!(
+        Gate::admit(other.as_ref(), &destination, now),
+        Ok(()),
+        "before its first refresh"
+    );
     other.refresh().await.unwrap();
     assert_eq!(
         Gate::admit(other.as_ref(), &destination, now),
-        Err("destination at its concurrency cap")
+        Err("destination call cap reached")
     );
-    for reservation in held {
-        caps.settle(reservation, false, None).await;
-    }
-    other.refresh().await.unwrap();
-    assert_eq!(Gate::admit(other.as_ref(), &destination, now), Ok(()));
 }
 
 #[tokio::test]
@@ -262,7 +280,7 @@ caps = { per_day = 50, concurrency = 5 }
         nodes.push(running);
     }
     let scenario = Scenario::parse(
-        "[run]\ncalls = 250\nrate_per_sec = 40.0\ntime_scale = 0.01\n\n\
+        "[run]\ncalls = 250\nrate_per_sec = 15.0\ntime_scale = 0.01\n\n\
          [[legs]]\nmatch = \"capped\"\nbehaviour = \"answer\"\nring_secs = 0.5\ntalk_secs = 3.0\n\n\
          [[legs]]\nmatch = \"backup\"\nbehaviour = \"answer\"\nring_secs = 1.0\ntalk_secs = 1.0\n",
     )
