@@ -94,6 +94,10 @@ pub struct AuctionInput<'a> {
 pub trait Scorer: Send + Sync {
     fn answer_rate(&self, destination_id: &str) -> f64;
     fn payable_rate(&self, destination_id: &str) -> f64;
+    /// Share of connected calls the buyer reported a conversion for.
+    fn conversion_rate(&self, _destination_id: &str) -> f64 {
+        0.0
+    }
 }
 
 /// Runs auctions; one per daemon, shared by every call.
@@ -381,6 +385,7 @@ impl Auctioneer {
                         parsed.price.0 as f64
                             * scorer.answer_rate(&destination.id)
                             * scorer.payable_rate(&destination.id)
+                            * (1.0 + stats::CONVERSION_WEIGHT * scorer.conversion_rate(&destination.id))
                     }
                 };
                 Candidate {
