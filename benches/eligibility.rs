@@ -38,8 +38,11 @@ fn eligibility(c: &mut Criterion) {
     let snapshot = catalog(1000);
     let campaign = snapshot.campaigns["c"].clone();
     let caller = E164::parse_strict("+13125550111").unwrap();
-    let tags: BTreeMap<String, String> =
-        [("product".to_string(), "auto".to_string()), ("zip".to_string(), "60601".to_string())].into();
+    let tags: BTreeMap<String, String> = [
+        ("product".to_string(), "auto".to_string()),
+        ("zip".to_string(), "60601".to_string()),
+    ]
+    .into();
     let facts = CallFacts::derive(Some(&caller), &tags, "search", chrono::Utc::now());
     let target = facts.target_facts(&campaign.vertical);
     let exclude = HashSet::new();

@@ -385,7 +385,9 @@ impl Auctioneer {
                         parsed.price.0 as f64
                             * scorer.answer_rate(&destination.id)
                             * scorer.payable_rate(&destination.id)
-                            * (1.0 + stats::CONVERSION_WEIGHT * scorer.conversion_rate(&destination.id))
+                            * (1.0
+                                + stats::CONVERSION_WEIGHT
+                                    * scorer.conversion_rate(&destination.id))
                     }
                 };
                 Candidate {

@@ -51,6 +51,11 @@ impl Counts {
             smoothed(self.payable, self.connected, PAYABLE_PRIOR),
         )
     }
+
+    /// Converted share of connected calls, smoothed toward 0.
+    pub fn conversion_rate(&self) -> f64 {
+        smoothed(self.converted, self.connected, (0.0, 5.0))
+    }
 }
 
 #[derive(Default)]
@@ -180,6 +185,7 @@ mod tests {
             answered: 0.0,
             connected: 0.0,
             payable: 0.0,
+            converted: 0.0,
         };
         assert!(never.rates().0 < 0.05);
         let good = Counts {
@@ -187,8 +193,11 @@ mod tests {
             answered: 95.0,
             connected: 95.0,
             payable: 80.0,
+            converted: 40.0,
         };
         assert!(good.rates().0 > 0.9 && good.rates().1 > 0.8);
+        assert!((good.conversion_rate() - 0.4).abs() < 0.03);
+        assert_eq!(Counts::default().conversion_rate(), 0.0);
     }
 
     /// A buyer population with a high bidder who almost never answers:
@@ -293,12 +302,29 @@ mod conversion_tests {
     #[test]
     fn measured_conversions_lift_expected_value() {
         let stats = DestinationStats::default();
-        let base = Counts { attempts: 100.0, answered: 90.0, connected: 90.0, payable: 70.0, converted: 0.0 };
+        let base = Counts {
+            attempts: 100.0,
+            answered: 90.0,
+            connected: 90.0,
+            payable: 70.0,
+            converted: 0.0,
+        };
         stats.install(HashMap::from([
-            ("converts".to_string(), Counts { converted: 45.0, ..base }),
+            (
+                "converts".to_string(),
+                Counts {
+                    converted: 45.0,
+                    ..base
+                },
+            ),
             ("silent".to_string(), base),
         ]));
-        let ev = |id: &str| 1000.0 * stats.answer_rate(id) * stats.payable_rate(id) * (1.0 + CONVERSION_WEIGHT * stats.conversion_rate(id));
+        let ev = |id: &str| {
+            1000.0
+                * stats.answer_rate(id)
+                * stats.payable_rate(id)
+                * (1.0 + CONVERSION_WEIGHT * stats.conversion_rate(id))
+        };
         assert!(ev("converts") > ev("silent") * 1.1);
         assert_eq!(stats.conversion_rate("silent"), 0.0);
     }
