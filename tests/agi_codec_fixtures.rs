@@ -752,42 +752,10 @@ fn digit_collection_09_keeps_digit_strings() {
 // ---------------------------------------------------------------------------
 // s2a: what the daemon wrote
 
-/// Asterisk's `parse_args` (res/res_agi.c) in Rust: how Asterisk splits a
-/// command line (without its LF) into arguments. `"` toggles quoting, `\`
-/// escapes the next character, unquoted spaces and tabs separate.
-fn asterisk_parse_args(line: &str) -> Vec<String> {
-    let mut argv: Vec<String> = Vec::new();
-    let (mut quoted, mut escaped, mut whitespace) = (false, false, true);
-    for c in line.chars() {
-        match c {
-            '"' if !escaped => {
-                quoted = !quoted;
-                if quoted && whitespace {
-                    argv.push(String::new());
-                    whitespace = false;
-                }
-            }
-            ' ' | '\t' if !quoted && !escaped => whitespace = true,
-            '\\' if !escaped => escaped = true,
-            _ => {
-                if whitespace {
-                    argv.push(String::new());
-                    whitespace = false;
-                }
-                if let Some(arg) = argv.last_mut() {
-                    arg.push(c);
-                }
-                escaped = false;
-            }
-        }
-    }
-    argv
-}
-
 /// The [`Command`] a recorded line is, when it is one of ours (upper-case
 /// keywords, the arguments our variants carry).
 fn command_of(line: &str) -> Option<Command> {
-    let argv = asterisk_parse_args(line);
+    let argv = bidbridge::pbx::asterisk::codec::parse_args(line);
     let a: Vec<&str> = argv.iter().map(String::as_str).collect();
     Some(match a.as_slice() {
         ["ANSWER"] => Command::Answer,
@@ -891,8 +859,8 @@ fn s2a_commands_re_encode_byte_identically() {
             let body = encoded.strip_suffix('\n').expect("encoded line ends in LF");
             if redundantly_quoted(&line) {
                 assert_eq!(
-                    asterisk_parse_args(body),
-                    asterisk_parse_args(&line),
+                    bidbridge::pbx::asterisk::codec::parse_args(body),
+                    bidbridge::pbx::asterisk::codec::parse_args(&line),
                     "{name}: {line:?}"
                 );
                 canonicalised.push(body.to_string());

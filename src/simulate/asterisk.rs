@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use super::scenario::{
     CallTrace, CallerProfile, EndedBy, HangupStage, LegBehaviour, Scenario, SimReport,
 };
+pub use crate::pbx::asterisk::codec::parse_args;
 
 /// The simulated switch clock at the start of every call (epoch seconds).
 pub const SIM_EPOCH: f64 = 1_795_238_000.0;
@@ -326,37 +327,6 @@ struct Session<'a> {
     collects: usize,
     clock: SimClock,
     report: AgiCallReport,
-}
-
-/// Asterisk's `parse_args` (res_agi.c): splits a command line on spaces and
-/// tabs; `"` toggles quoting, `\` escapes the next character.
-pub fn parse_args(line: &str) -> Vec<String> {
-    let mut argv: Vec<String> = Vec::new();
-    let (mut quoted, mut escaped, mut whitespace) = (false, false, true);
-    for c in line.chars() {
-        match c {
-            '"' if !escaped => {
-                quoted = !quoted;
-                if quoted && whitespace {
-                    argv.push(String::new());
-                    whitespace = false;
-                }
-            }
-            ' ' | '\t' if !quoted && !escaped => whitespace = true,
-            '\\' if !escaped => escaped = true,
-            _ => {
-                if whitespace {
-                    argv.push(String::new());
-                    whitespace = false;
-                }
-                if let Some(arg) = argv.last_mut() {
-                    arg.push(c);
-                }
-                escaped = false;
-            }
-        }
-    }
-    argv
 }
 
 /// The Q.850 name of a cause code, for the trace.

@@ -857,6 +857,40 @@ fn in_range(field: &'static str, value: i128, min: i128, max: i128) -> Result<()
 
 // ---------------------------------------------------------------------------
 
+/// Asterisk's own argument splitting (`parse_args` in res/res_agi.c): a
+/// command line (without its LF) split on spaces and tabs, `"` toggling
+/// quoting and `\` escaping the next character. The simulator reads
+/// commands with it, and the tests prove every encoded command splits
+/// back into exactly the arguments meant.
+pub fn parse_args(line: &str) -> Vec<String> {
+    let mut argv: Vec<String> = Vec::new();
+    let (mut quoted, mut escaped, mut whitespace) = (false, false, true);
+    for c in line.chars() {
+        match c {
+            '"' if !escaped => {
+                quoted = !quoted;
+                if quoted && whitespace {
+                    argv.push(String::new());
+                    whitespace = false;
+                }
+            }
+            ' ' | '\t' if !quoted && !escaped => whitespace = true,
+            '\\' if !escaped => escaped = true,
+            _ => {
+                if whitespace {
+                    argv.push(String::new());
+                    whitespace = false;
+                }
+                if let Some(arg) = argv.last_mut() {
+                    arg.push(c);
+                }
+                escaped = false;
+            }
+        }
+    }
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1922,37 +1956,6 @@ mod tests {
         );
     }
 
-    /// Asterisk's `parse_args` (res/res_agi.c) in Rust: how Asterisk splits
-    /// a command line (without its LF) into arguments.
-    fn asterisk_parse_args(line: &str) -> Vec<String> {
-        let mut argv: Vec<String> = Vec::new();
-        let (mut quoted, mut escaped, mut whitespace) = (false, false, true);
-        for c in line.chars() {
-            match c {
-                '"' if !escaped => {
-                    quoted = !quoted;
-                    if quoted && whitespace {
-                        argv.push(String::new());
-                        whitespace = false;
-                    }
-                }
-                ' ' | '\t' if !quoted && !escaped => whitespace = true,
-                '\\' if !escaped => escaped = true,
-                _ => {
-                    if whitespace {
-                        argv.push(String::new());
-                        whitespace = false;
-                    }
-                    if let Some(arg) = argv.last_mut() {
-                        arg.push(c);
-                    }
-                    escaped = false;
-                }
-            }
-        }
-        argv
-    }
-
     /// The arguments Asterisk must see for `cmd`.
     fn expected_argv(cmd: &Command) -> Vec<String> {
         let mut argv: Vec<String> = cmd.verb().split(' ').map(String::from).collect();
@@ -1987,14 +1990,14 @@ mod tests {
     fn parse_args_model_matches_recorded_lines() {
         // Sanity of the model against what Asterisk did with recorded lines.
         assert_eq!(
-            asterisk_parse_args("EXEC Dial \"Local/noanswer@buyers,3\""),
+            parse_args("EXEC Dial \"Local/noanswer@buyers,3\""),
             ["EXEC", "Dial", "Local/noanswer@buyers,3"]
         );
         assert_eq!(
-            asterisk_parse_args("STREAM FILE bidbridge/connecting \"\""),
+            parse_args("STREAM FILE bidbridge/connecting \"\""),
             ["STREAM", "FILE", "bidbridge/connecting", ""]
         );
-        assert_eq!(asterisk_parse_args("a\\\"b \"c d\"e"), ["a\"b", "c de"]);
+        assert_eq!(parse_args("a\\\"b \"c d\"e"), ["a\"b", "c de"]);
     }
 
     // -- property tests -----------------------------------------------------
@@ -2201,7 +2204,7 @@ mod tests {
                 prop_assert!(!body.contains(['\n', '\r', '\0']), "{:?}", line);
                 prop_assert!(line.len() <= MAX_COMMAND_LINE_LEN);
                 // And Asterisk reads back exactly the arguments we meant.
-                prop_assert_eq!(asterisk_parse_args(body), expected_argv(&cmd), "line {:?}", line);
+                prop_assert_eq!(parse_args(body), expected_argv(&cmd), "line {:?}", line);
             }
         }
     }
