@@ -86,6 +86,14 @@ pub enum Command {
     /// Exit status: 0 every call completed, 1 a call failed, 2 bad scenario or usage.
     #[command(verbatim_doc_comment)]
     Simulate(crate::simulate::SimulateArgs),
+    /// Load and capacity benchmark against a running daemon (used by scripts/bench.sh).
+    ///
+    /// `bench catalog` prints the benchmark catalog; `bench run --pid PID --mode quick|full|tiny`
+    /// serves 20 loopback buyers, places simulated calls on the daemon's ESL port (from the
+    /// same --config), reads its /metrics, /proc/PID and records, prints a table and writes
+    /// target/bench/summary.json. Run it through scripts/bench.sh, which sets all of that up.
+    #[command(hide = true)]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +224,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
     match command {
         // Handled before the configuration is loaded (see main).
         Command::Simulate(_) => Ok(ExitCode::from(2)),
+        Command::Bench(args) => crate::bench::main(&config, args).await,
         Command::Run => crate::server::run(config)
             .await
             .map(|()| ExitCode::SUCCESS)
