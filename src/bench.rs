@@ -213,7 +213,7 @@ async fn drive(
     late_after: Duration,
 ) -> Load {
     let mut load = Load::default();
-    let tally = |load: &mut Load, done: Result<crate::simulate::scenario::CallTrace, _>| match done
+    let tally = |load: &mut Load, done: Result<crate::simulate::scenario::CallTrace, tokio::task::JoinError>| match done
     {
         Ok(trace) => {
             load.longest_call_ms = load.longest_call_ms.max(trace.duration_ms);

@@ -385,3 +385,52 @@ pub struct SimReport {
     pub failed: u32,
     pub traces: Vec<CallTrace>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_follows_its_median_and_p99() {
+        let spec = LatencySpec {
+            median_ms: 20.0,
+            p99_ms: 80.0,
+            never_pct: 5.0,
+        };
+        spec.validate().expect("valid");
+        // A deterministic grid of uniforms stands in for a random source.
+        let mut ms = Vec::new();
+        let mut never = 0;
+        for i in 0..200 {
+            for j in 0..50 {
+                let u1 = (f64::from(i) + 0.5) / 200.0;
+                let u2 = (f64::from(j) + 0.5) / 50.0;
+                let u_never = ((i * 50 + j) % 1000) as f64 / 1000.0;
+                match spec.sample_with(u1, u2, u_never) {
+                    Some(d) => ms.push(d.as_secs_f64() * 1000.0),
+                    None => never += 1,
+                }
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[(q * ms.len() as f64) as usize];
+        assert!((at(0.5) - 20.0).abs() < 2.0, "median {}", at(0.5));
+        assert!((at(0.99) - 80.0).abs() < 12.0, "p99 {}", at(0.99));
+        assert_eq!(never, 500);
+    }
+
+    #[test]
+    fn latency_is_optional_and_checked() {
+        let base = "[run]\n[[buyers]]\nlisten = \"127.0.0.1:0\"\nbehaviour = \"bid\"\n";
+        let s = Scenario::parse(base).expect("no latency");
+        assert_eq!(s.buyers[0].latency, None);
+        let s = Scenario::parse(&format!(
+            "{base}latency = {{ median_ms = 20, p99_ms = 80, never_pct = 5 }}\n"
+        ))
+        .expect("latency");
+        assert_eq!(s.buyers[0].latency.map(|l| l.p99_ms), Some(80.0));
+        let err = Scenario::parse(&format!("{base}latency = {{ median_ms = 20, p99_ms = 10 }}\n"))
+            .expect_err("p99 under the median");
+        assert!(err.contains("p99_ms"), "{err}");
+    }
+}
