@@ -213,27 +213,30 @@ async fn drive(
     late_after: Duration,
 ) -> Load {
     let mut load = Load::default();
-    let tally = |load: &mut Load, done: Result<crate::simulate::scenario::CallTrace, tokio::task::JoinError>| match done
-    {
-        Ok(trace) => {
-            load.longest_call_ms = load.longest_call_ms.max(trace.duration_ms);
-            if trace.completed && trace.error.is_none() {
-                load.completed += 1;
-                if trace.duration_ms > late_after.as_millis() as u64 {
-                    load.late += 1;
+    let tally =
+        |load: &mut Load,
+         done: Result<crate::simulate::scenario::CallTrace, tokio::task::JoinError>| {
+            match done {
+                Ok(trace) => {
+                    load.longest_call_ms = load.longest_call_ms.max(trace.duration_ms);
+                    if trace.completed && trace.error.is_none() {
+                        load.completed += 1;
+                        if trace.duration_ms > late_after.as_millis() as u64 {
+                            load.late += 1;
+                        }
+                    } else {
+                        load.failed += 1;
+                        if load.first_error.is_none() {
+                            load.first_error = Some(crate::simulate::summary_line(&trace));
+                        }
+                    }
                 }
-            } else {
-                load.failed += 1;
-                if load.first_error.is_none() {
-                    load.first_error = Some(crate::simulate::summary_line(&trace));
+                Err(e) => {
+                    load.failed += 1;
+                    load.first_error.get_or_insert_with(|| e.to_string());
                 }
             }
-        }
-        Err(e) => {
-            load.failed += 1;
-            load.first_error.get_or_insert_with(|| e.to_string());
-        }
-    };
+        };
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..calls {
@@ -305,12 +308,29 @@ impl Probe {
             .ok_or_else(|| format!("{path}: unreadable"))
     }
 
-    /// Waits (bounded) until the daemon has written `expected` records.
+    /// Waits (bounded) until the daemon has written `expected` records, or
+    /// has no call open and nothing queued or journalled (a failed call may
+    /// leave no record, so the count alone could wait forever).
     async fn records_caught_up(&self, expected: u64, limit: Duration) -> Result<bool, String> {
         let until = Instant::now() + limit;
+        let mut quiet_polls = 0;
         loop {
-            if self.metric("bidbridge_records_written").await? >= expected as f64 {
+            let body = self.metrics().await?;
+            let get = |name| metric_value(&body, name).unwrap_or(f64::NAN);
+            if get("bidbridge_records_written") >= expected as f64 {
                 return Ok(true);
+            }
+            if get("bidbridge_sessions") == 0.0
+                && get("bidbridge_records_queue_depth") == 0.0
+                && get("bidbridge_journal_depth") == 0.0
+            {
+                // Twice in a row: a record is queued just after its session ends.
+                quiet_polls += 1;
+                if quiet_polls >= 3 {
+                    return Ok(false);
+                }
+            } else {
+                quiet_polls = 0;
             }
             if Instant::now() >= until {
                 return Ok(false);
@@ -572,130 +592,13 @@ async fn phases(
     let mut f = Figures::default();
     let mut next_index: u32 = 0;
     let mut placed_total: u64 = probe.metric("bidbridge_records_written").await? as u64;
-    let short_late =
-        Duration::from_millis(DEADLINE_MS) + Duration::from_secs_f64(SHORT_HOLD_REAL_SECS) + LATE_SLACK;
+    let short_late = Duration::from_millis(DEADLINE_MS)
+        + Duration::from_secs_f64(SHORT_HOLD_REAL_SECS)
+        + LATE_SLACK;
     let short_scale = SHORT_HOLD_REAL_SECS / SHORT_TALK_SECS;
 
-    // Phase 1: setup rate, 10 buyers per auction.
-    println!("== phase 1: setup rate (10 buyers per auction, {SHORT_HOLD_REAL_SECS} s hold)");
-    let sc10 = Arc::new(scenario(NUMBER_10, SHORT_TALK_SECS, short_scale)?);
-    let cpu_start = probe.cpu_ms()?;
-    let mut phase1_calls = 0u32;
-    let mut best = 0.0;
-    for &rate in &plan.step_rates {
-        let calls = (rate * plan.step_secs) as u32;
-        let load = drive(esl, sc10.clone(), rate, calls, next_index, short_late).await;
-        next_index += calls;
-        phase1_calls += load.placed;
-        placed_total += u64::from(load.placed);
-        println!(
-            "   {rate:>6.0} calls/s x {:.0} s: {} completed, {} failed, {} late, generator lag {} ms, longest {} ms",
-            plan.step_secs, load.completed, load.failed, load.late, load.max_lag_ms, load.longest_call_ms
-        );
-        // A generator that cannot keep its schedule did not offer this rate.
-        let clean = load.clean() && load.max_lag_ms < 1000;
-        f.steps.push((rate, load));
-        if !clean {
-            break;
-        }
-        best = rate;
-        // Let the previous step's calls and records settle between steps.
-        probe.sessions_drained(Duration::from_secs(10)).await?;
-    }
-    probe.records_caught_up(placed_total, Duration::from_secs(60)).await?;
-    probe.sessions_drained(Duration::from_secs(10)).await?;
-
-    // The sustained run: the best clean step for the whole phase length,
-    // stepping down a quarter at a time if it does not hold.
-    let mut sustain_rate = best;
-    while sustain_rate >= plan.step_rates[0] {
-        let calls = (sustain_rate * plan.sustain_secs) as u32;
-        println!("   sustaining {sustain_rate:.0} calls/s for {:.0} s", plan.sustain_secs);
-        let rows_before = count(db, ROWS_SQL).await?;
-        let started = Instant::now();
-        let load = drive(esl, sc10.clone(), sustain_rate, calls, next_index, short_late).await;
-        next_index += calls;
-        phase1_calls += load.placed;
-        placed_total += u64::from(load.placed);
-        if !probe.records_caught_up(placed_total, Duration::from_secs(120)).await? {
-            f.notes.push("phase 1: records did not all reach PostgreSQL within 120 s".into());
-        }
-        let took = started.elapsed().as_secs_f64();
-        let rows = count(db, ROWS_SQL).await? - rows_before;
-        println!(
-            "   {} completed, {} failed, {} late, generator lag {} ms; {rows} rows in {took:.1} s",
-            load.completed, load.failed, load.late, load.max_lag_ms
-        );
-        let clean = load.clean();
-        f.records_per_s = rows as f64 / took;
-        f.record_rows_phase1 = rows;
-        f.sustain = load;
-        if clean {
-            f.setup_calls_per_s = sustain_rate;
-            break;
-        }
-        probe.sessions_drained(Duration::from_secs(10)).await?;
-        sustain_rate = (sustain_rate * 0.75 / 50.0).floor() * 50.0;
-    }
-    f.failed_calls += f.sustain.failed + f.sustain.late;
-    let cpu_end = probe.cpu_ms()?;
-    f.phase1_calls = phase1_calls;
-    f.cpu_ms_per_call = if phase1_calls > 0 {
-        (cpu_end - cpu_start) / f64::from(phase1_calls)
-    } else {
-        0.0
-    };
-    f.queue_max_depth = probe.metric("bidbridge_records_queue_max_depth").await?;
-    probe.sessions_drained(Duration::from_secs(10)).await?;
-
-    // Phase 2: auction overhead at 500 calls/s with 20 buyers per auction.
-    println!(
-        "== phase 2: auction overhead ({:.0} calls/s x {:.0} s, 20 buyers per auction)",
-        plan.overhead_rate, plan.overhead_secs
-    );
-    let sc20 = Arc::new(scenario(NUMBER_20, SHORT_TALK_SECS, short_scale)?);
-    let calls = (plan.overhead_rate * plan.overhead_secs) as u32;
-    let load = drive(esl, sc20, plan.overhead_rate, calls, next_index, short_late).await;
-    next_index += calls;
-    placed_total += u64::from(load.placed);
-    println!(
-        "   {} completed, {} failed, {} late, generator lag {} ms",
-        load.completed, load.failed, load.late, load.max_lag_ms
-    );
-    f.failed_calls += load.failed + load.late;
-    if !probe.records_caught_up(placed_total, Duration::from_secs(120)).await? {
-        f.notes.push("phase 2: records did not all reach PostgreSQL within 120 s".into());
-    }
-    f.overhead_load = load;
-    // Decision time minus the slowest ping the auction waited for; a
-    // timed-out ping's latency is about the deadline, which is what the
-    // auction waited for.
-    let rows = db
-        .query(
-            "SELECT (c.auction_us - max(b.latency_us))::float8 / 1000.0 \
-             FROM calls c JOIN bids b ON b.call_id = c.call_id \
-             WHERE c.campaign_id = 'bench20' AND c.auction_us IS NOT NULL \
-               AND b.latency_us IS NOT NULL \
-             GROUP BY c.call_id, c.auction_us",
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut overheads: Vec<f64> = rows
-        .iter()
-        .filter_map(|r| r.try_get::<_, f64>(0).ok())
-        .collect();
-    overheads.sort_by(f64::total_cmp);
-    f.overhead_auctions = overheads.len();
-    f.auction_overhead_p50_ms = quantile(&overheads, 0.50);
-    f.auction_overhead_p99_ms = quantile(&overheads, 0.99);
-    f.auction_overhead_max_ms = overheads.last().copied().unwrap_or(0.0);
-    println!(
-        "   overhead over {} auctions: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        f.overhead_auctions, f.auction_overhead_p50_ms, f.auction_overhead_p99_ms, f.auction_overhead_max_ms
-    );
-    probe.sessions_drained(Duration::from_secs(10)).await?;
-
+    // Phase 3 runs first, on a fresh daemon: RSS measured after other
+    // phases would hide per-call memory in what the allocator kept from them.
     // Phase 3: concurrency. Calls talk (at time scale 1) long enough that
     // every one is still bridged when the last one connects.
     println!(
@@ -706,7 +609,8 @@ async fn phases(
     let talk = ramp_secs + 8.0;
     let sc_held = Arc::new(scenario(NUMBER_10, talk, 1.0)?);
     let rss_before = probe.rss_bytes()?;
-    let held_late = Duration::from_secs_f64(talk) + Duration::from_millis(DEADLINE_MS) + LATE_SLACK * 5;
+    let held_late =
+        Duration::from_secs_f64(talk) + Duration::from_millis(DEADLINE_MS) + LATE_SLACK * 5;
     let ramp = tokio::spawn(drive(
         esl,
         sc_held,
@@ -743,13 +647,171 @@ async fn phases(
     } else {
         0.0
     };
-    if !probe.records_caught_up(placed_total, Duration::from_secs(120)).await? {
-        f.notes.push("phase 3: records did not all reach PostgreSQL within 120 s".into());
+    if !probe
+        .records_caught_up(placed_total, Duration::from_secs(120))
+        .await?
+    {
+        f.notes
+            .push("phase 3: fewer records than calls placed (failed calls leave none)".into());
     }
+    placed_total = probe.metric("bidbridge_records_written").await? as u64;
+    probe.sessions_drained(Duration::from_secs(10)).await?;
+
+    // Phase 1: setup rate, 10 buyers per auction.
+    println!("== phase 1: setup rate (10 buyers per auction, {SHORT_HOLD_REAL_SECS} s hold)");
+    let sc10 = Arc::new(scenario(NUMBER_10, SHORT_TALK_SECS, short_scale)?);
+    let cpu_start = probe.cpu_ms()?;
+    let mut phase1_calls = 0u32;
+    let mut best = 0.0;
+    for &rate in &plan.step_rates {
+        let calls = (rate * plan.step_secs) as u32;
+        let load = drive(esl, sc10.clone(), rate, calls, next_index, short_late).await;
+        next_index += calls;
+        phase1_calls += load.placed;
+        placed_total += u64::from(load.placed);
+        println!(
+            "   {rate:>6.0} calls/s x {:.0} s: {} completed, {} failed, {} late, generator lag {} ms, longest {} ms",
+            plan.step_secs,
+            load.completed,
+            load.failed,
+            load.late,
+            load.max_lag_ms,
+            load.longest_call_ms
+        );
+        // A generator that cannot keep its schedule did not offer this rate.
+        let clean = load.clean() && load.max_lag_ms < 1000;
+        f.steps.push((rate, load));
+        if !clean {
+            break;
+        }
+        best = rate;
+        // Let the previous step's calls and records settle between steps.
+        probe.sessions_drained(Duration::from_secs(10)).await?;
+    }
+    probe
+        .records_caught_up(placed_total, Duration::from_secs(60))
+        .await?;
+    placed_total = probe.metric("bidbridge_records_written").await? as u64;
+    probe.sessions_drained(Duration::from_secs(10)).await?;
+
+    // The sustained run: the best clean step for the whole phase length,
+    // stepping down a quarter at a time if it does not hold.
+    let mut sustain_rate = best;
+    while sustain_rate >= plan.step_rates[0] {
+        let calls = (sustain_rate * plan.sustain_secs) as u32;
+        println!(
+            "   sustaining {sustain_rate:.0} calls/s for {:.0} s",
+            plan.sustain_secs
+        );
+        let rows_before = count(db, ROWS_SQL).await?;
+        let started = Instant::now();
+        let load = drive(
+            esl,
+            sc10.clone(),
+            sustain_rate,
+            calls,
+            next_index,
+            short_late,
+        )
+        .await;
+        next_index += calls;
+        phase1_calls += load.placed;
+        placed_total += u64::from(load.placed);
+        if !probe
+            .records_caught_up(placed_total, Duration::from_secs(120))
+            .await?
+        {
+            f.notes
+                .push("phase 1: fewer records than calls placed (failed calls leave none)".into());
+        }
+        placed_total = probe.metric("bidbridge_records_written").await? as u64;
+        let took = started.elapsed().as_secs_f64();
+        let rows = count(db, ROWS_SQL).await? - rows_before;
+        println!(
+            "   {} completed, {} failed, {} late, generator lag {} ms; {rows} rows in {took:.1} s",
+            load.completed, load.failed, load.late, load.max_lag_ms
+        );
+        let clean = load.clean();
+        f.records_per_s = rows as f64 / took;
+        f.record_rows_phase1 = rows;
+        f.sustain = load;
+        if clean {
+            f.setup_calls_per_s = sustain_rate;
+            break;
+        }
+        probe.sessions_drained(Duration::from_secs(10)).await?;
+        sustain_rate = (sustain_rate * 0.75 / 50.0).floor() * 50.0;
+    }
+    f.failed_calls += f.sustain.failed + f.sustain.late;
+    let cpu_end = probe.cpu_ms()?;
+    f.phase1_calls = phase1_calls;
+    f.cpu_ms_per_call = if phase1_calls > 0 {
+        (cpu_end - cpu_start) / f64::from(phase1_calls)
+    } else {
+        0.0
+    };
+    f.queue_max_depth = probe.metric("bidbridge_records_queue_max_depth").await?;
+    probe.sessions_drained(Duration::from_secs(10)).await?;
+
+    // Phase 2: auction overhead at 500 calls/s with 20 buyers per auction.
+    println!(
+        "== phase 2: auction overhead ({:.0} calls/s x {:.0} s, 20 buyers per auction)",
+        plan.overhead_rate, plan.overhead_secs
+    );
+    let sc20 = Arc::new(scenario(NUMBER_20, SHORT_TALK_SECS, short_scale)?);
+    let calls = (plan.overhead_rate * plan.overhead_secs) as u32;
+    let load = drive(esl, sc20, plan.overhead_rate, calls, next_index, short_late).await;
+    placed_total += u64::from(load.placed);
+    println!(
+        "   {} completed, {} failed, {} late, generator lag {} ms",
+        load.completed, load.failed, load.late, load.max_lag_ms
+    );
+    f.failed_calls += load.failed + load.late;
+    if !probe
+        .records_caught_up(placed_total, Duration::from_secs(120))
+        .await?
+    {
+        f.notes
+            .push("phase 2: fewer records than calls placed (failed calls leave none)".into());
+    }
+    f.overhead_load = load;
+    // Decision time minus the slowest ping the auction waited for; a
+    // timed-out ping's latency is about the deadline, which is what the
+    // auction waited for.
+    let rows = db
+        .query(
+            "SELECT (c.auction_us - max(b.latency_us))::float8 / 1000.0 \
+             FROM calls c JOIN bids b ON b.call_id = c.call_id \
+             WHERE c.campaign_id = 'bench20' AND c.auction_us IS NOT NULL \
+               AND b.latency_us IS NOT NULL \
+             GROUP BY c.call_id, c.auction_us",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut overheads: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, f64>(0).ok())
+        .collect();
+    overheads.sort_by(f64::total_cmp);
+    f.overhead_auctions = overheads.len();
+    f.auction_overhead_p50_ms = quantile(&overheads, 0.50);
+    f.auction_overhead_p99_ms = quantile(&overheads, 0.99);
+    f.auction_overhead_max_ms = overheads.last().copied().unwrap_or(0.0);
+    println!(
+        "   overhead over {} auctions: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        f.overhead_auctions,
+        f.auction_overhead_p50_ms,
+        f.auction_overhead_p99_ms,
+        f.auction_overhead_max_ms
+    );
     probe.sessions_drained(Duration::from_secs(10)).await?;
 
     // The ping tree comparison, in process, against the same buyers.
-    println!("== sequential vs parallel ({} auctions each, 20 buyers)", plan.ratio_auctions);
+    println!(
+        "== sequential vs parallel ({} auctions each, 20 buyers)",
+        plan.ratio_auctions
+    );
     let (seq, par) = strategy_ratio(args.buyers, plan.ratio_auctions).await?;
     f.sequential_mean_ms = seq;
     f.parallel_mean_ms = par;
@@ -839,17 +901,26 @@ fn report(f: &Figures, args: &RunArgs) -> Result<(), String> {
     println!("| figure | value |");
     println!("| --- | --- |");
     let rows: Vec<(String, String)> = vec![
-        ("setup rate sustained (10 buyers/auction)".into(), format!("{:.0} calls/s", f.setup_calls_per_s)),
+        (
+            "setup rate sustained (10 buyers/auction)".into(),
+            format!("{:.0} calls/s", f.setup_calls_per_s),
+        ),
         (
             "auction overhead p50 / p99 / max (20 buyers, 500 calls/s)".into(),
             format!(
                 "{:.3} / {:.3} / {:.3} ms over {} auctions",
-                f.auction_overhead_p50_ms, f.auction_overhead_p99_ms, f.auction_overhead_max_ms, f.overhead_auctions
+                f.auction_overhead_p50_ms,
+                f.auction_overhead_p99_ms,
+                f.auction_overhead_max_ms,
+                f.overhead_auctions
             ),
         ),
         (
             "held calls (peak bidbridge_sessions)".into(),
-            format!("{:.0} of {} ({} completed, {} failed)", f.held_calls, f.held_target, f.held_load.completed, f.held_load.failed),
+            format!(
+                "{:.0} of {} ({} completed, {} failed)",
+                f.held_calls, f.held_target, f.held_load.completed, f.held_load.failed
+            ),
         ),
         (
             "daemon RSS per held call".into(),
@@ -859,13 +930,28 @@ fn report(f: &Figures, args: &RunArgs) -> Result<(), String> {
                 f.rss_peak_bytes as f64 / 1048576.0
             ),
         ),
-        ("daemon CPU per call (phase 1)".into(), format!("{:.3} ms over {} calls", f.cpu_ms_per_call, f.phase1_calls)),
-        ("record rows reaching PostgreSQL (phase 1 sustained)".into(), format!("{:.0} rows/s", f.records_per_s)),
-        ("largest writer queue backlog".into(), format!("{:.0} records", f.queue_max_depth)),
-        ("failed or late calls (measured phases)".into(), f.failed_calls.to_string()),
+        (
+            "daemon CPU per call (phase 1)".into(),
+            format!("{:.3} ms over {} calls", f.cpu_ms_per_call, f.phase1_calls),
+        ),
+        (
+            "record rows reaching PostgreSQL (phase 1 sustained)".into(),
+            format!("{:.0} rows/s", f.records_per_s),
+        ),
+        (
+            "largest writer queue backlog".into(),
+            format!("{:.0} records", f.queue_max_depth),
+        ),
+        (
+            "failed or late calls (measured phases)".into(),
+            f.failed_calls.to_string(),
+        ),
         (
             "sequential / parallel auction time".into(),
-            format!("{:.1}x ({:.1} ms / {:.1} ms)", f.sequential_vs_parallel_ratio, f.sequential_mean_ms, f.parallel_mean_ms),
+            format!(
+                "{:.1}x ({:.1} ms / {:.1} ms)",
+                f.sequential_vs_parallel_ratio, f.sequential_mean_ms, f.parallel_mean_ms
+            ),
         ),
     ];
     for (k, v) in &rows {
@@ -925,10 +1011,14 @@ mod tests {
 
     #[test]
     fn proc_and_metrics_parsing() {
-        assert_eq!(parse_rss("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2 * 1024 * 1024));
+        assert_eq!(
+            parse_rss("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
         let stat = "42 (bid bridge) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
         assert_eq!(parse_cpu_ticks(stat), Some(300));
-        let body = "# TYPE bidbridge_sessions gauge\nbidbridge_sessions 7\nbidbridge_sessions_x 9\n";
+        let body =
+            "# TYPE bidbridge_sessions gauge\nbidbridge_sessions 7\nbidbridge_sessions_x 9\n";
         assert_eq!(metric_value(body, "bidbridge_sessions"), Some(7.0));
         assert_eq!(metric_value(body, "bidbridge_nothing"), None);
     }

@@ -162,8 +162,10 @@ async fn postgres_stopped_under_calls_every_record_arrives_once_after_it_is_back
     .unwrap();
     prepare(&db, &bidder.url()).await;
     let journal = tempfile::tempdir().unwrap();
-    let mut config = bidbridge::config::Config::default();
-    config.database = db.clone();
+    let mut config = bidbridge::config::Config {
+        database: db.clone(),
+        ..Default::default()
+    };
     config.esl.listen = "127.0.0.1:0".parse().unwrap();
     config.agi.enabled = false;
     config.http.enabled = false;

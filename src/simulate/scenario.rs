@@ -318,7 +318,9 @@ impl Scenario {
         }
         for (i, buyer) in scenario.buyers.iter().enumerate() {
             if let Some(latency) = &buyer.latency {
-                latency.validate().map_err(|e| format!("buyers[{i}]: {e}"))?;
+                latency
+                    .validate()
+                    .map_err(|e| format!("buyers[{i}]: {e}"))?;
             }
         }
         Ok(scenario)
@@ -429,8 +431,10 @@ mod tests {
         ))
         .expect("latency");
         assert_eq!(s.buyers[0].latency.map(|l| l.p99_ms), Some(80.0));
-        let err = Scenario::parse(&format!("{base}latency = {{ median_ms = 20, p99_ms = 10 }}\n"))
-            .expect_err("p99 under the median");
+        let err = Scenario::parse(&format!(
+            "{base}latency = {{ median_ms = 20, p99_ms = 10 }}\n"
+        ))
+        .expect_err("p99 under the median");
         assert!(err.contains("p99_ms"), "{err}");
     }
 }
