@@ -5,6 +5,9 @@
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh NAME       only tests whose name contains NAME
+#
+# Without NAME it ends with `scripts/bench.sh --tiny` (a few hundred calls
+# through a release build of the daemon, correctness checks only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,3 +27,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --all-targets "$@"
 cargo test --doc "$@"
+
+# The benchmark harness end to end, correctness only: every call completes,
+# one record per call, no session left open. Skipped when filtering by name.
+if [ $# -eq 0 ]; then
+    scripts/bench.sh --tiny
+fi

@@ -90,6 +90,14 @@ pub enum Command {
     ///
     /// Money is exact (integer cents). Example: `bidbridge report --by buyer --since 7d --format csv`.
     Report(ReportArgs),
+    /// Load and capacity benchmark against a running daemon (used by scripts/bench.sh).
+    ///
+    /// `bench catalog` prints the benchmark catalog; `bench run --pid PID --mode quick|full|tiny`
+    /// serves 20 loopback buyers, places simulated calls on the daemon's ESL port (from the
+    /// same --config), reads its /metrics, /proc/PID and records, prints a table and writes
+    /// target/bench/summary.json. Run it through scripts/bench.sh, which sets all of that up.
+    #[command(hide = true)]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +259,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
     match command {
         // Handled before the configuration is loaded (see main).
         Command::Simulate(_) => Ok(ExitCode::from(2)),
+        Command::Bench(args) => crate::bench::main(&config, args).await,
         Command::Run => crate::server::run(config)
             .await
             .map(|()| ExitCode::SUCCESS)

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auction;
+pub mod bench;
 pub mod caps;
 pub mod catalog;
 pub mod check;

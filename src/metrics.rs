@@ -78,6 +78,8 @@ pub struct Metrics {
     pub journal_bytes: Gauge,
     pub records_written: Gauge,
     pub records_dropped: Gauge,
+    pub records_queue_depth: Gauge,
+    pub records_queue_max_depth: Gauge,
     pub catalog_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Every call task alive (including those not yet identified).
     pub sessions: Gauge,
@@ -118,6 +120,8 @@ impl Metrics {
             journal_bytes: Gauge::default(),
             records_written: Gauge::default(),
             records_dropped: Gauge::default(),
+            records_queue_depth: Gauge::default(),
+            records_queue_max_depth: Gauge::default(),
             catalog_age_seconds: Gauge::default(),
             sessions: Gauge::default(),
             sessions_raw: AtomicI64::new(0),
@@ -194,6 +198,16 @@ impl Metrics {
             "records_dropped",
             "Call records that could not be queued (should be 0)",
             m.records_dropped.clone(),
+        );
+        registry.register(
+            "records_queue_depth",
+            "Call records handed to the writer and not yet taken off its queue",
+            m.records_queue_depth.clone(),
+        );
+        registry.register(
+            "records_queue_max_depth",
+            "Largest records_queue_depth since start (writer backlog under load)",
+            m.records_queue_max_depth.clone(),
         );
         registry.register(
             "catalog_age_seconds",

@@ -19,6 +19,7 @@ async fn buyer(price: &str) -> BuyerServer {
         delay_ms: 5,
         dialect: None,
         min_talk_secs: None,
+        latency: None,
     })
     .await
     .unwrap()

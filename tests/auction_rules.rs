@@ -28,6 +28,7 @@ async fn buyer(price: &str) -> BuyerServer {
         delay_ms: 2,
         dialect: None,
         min_talk_secs: None,
+        latency: None,
     })
     .await
     .unwrap()

@@ -21,6 +21,7 @@ async fn buyer(behaviour: BidBehaviour, price: &str, delay_ms: u64) -> BuyerServ
         delay_ms,
         dialect: None,
         min_talk_secs: None,
+        latency: None,
     })
     .await
     .expect("buyer server")

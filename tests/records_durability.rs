@@ -156,6 +156,7 @@ async fn postgres_stopped_under_calls_every_record_arrives_once_after_it_is_back
         delay_ms: 2,
         dialect: None,
         min_talk_secs: None,
+        latency: None,
     })
     .await
     .unwrap();
@@ -278,6 +279,7 @@ async fn a_daemon_killed_with_dash_9_after_calls_ended_loses_no_record() {
         delay_ms: 2,
         dialect: None,
         min_talk_secs: None,
+        latency: None,
     })
     .await
     .unwrap();

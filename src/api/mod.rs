@@ -120,6 +120,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                 .set(i64::from(is_paused));
         }
     }
+    m.records_queue_depth
+        .set(stats.queue_depth.load(Ordering::Relaxed) as i64);
+    m.records_queue_max_depth
+        .set(stats.queue_max_depth.load(Ordering::Relaxed) as i64);
     if let Some(at) = services.catalog.status().loaded_at {
         m.catalog_age_seconds
             .set((chrono::Utc::now() - at).num_milliseconds() as f64 / 1000.0);
@@ -186,6 +190,8 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
             "replayed": stats.replayed.load(Ordering::Relaxed),
             "journal_depth": stats.journal_depth.load(Ordering::Relaxed),
             "journal_bytes": stats.journal_bytes.load(Ordering::Relaxed),
+            "queue_depth": stats.queue_depth.load(Ordering::Relaxed),
+            "queue_max_depth": stats.queue_max_depth.load(Ordering::Relaxed),
             "database_down": stats.db_down.load(Ordering::Relaxed),
         },
     });

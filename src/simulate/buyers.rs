@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::scenario::{BidBehaviour, BuyerSpec};
+use super::scenario::{BidBehaviour, BuyerSpec, LatencySpec};
 use crate::catalog::spec::PingDialect;
 
 /// Size of a `huge` answer: far above any sane response limit.
@@ -34,6 +34,9 @@ const HUGE_CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 struct Shared {
     spec: BuyerSpec,
+    /// Keep every request body? Tests need them; a benchmark sending
+    /// millions of pings must not hold them all in memory.
+    record: bool,
     requests: Mutex<Vec<Vec<u8>>>,
     count: AtomicU64,
 }
@@ -88,8 +91,19 @@ fn is_allowed(ip: IpAddr) -> bool {
     ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
 }
 
-/// Starts a buyer server for `spec` on its `listen` address (loopback only).
+/// Starts a buyer server for `spec` on its `listen` address (loopback only),
+/// keeping every request body (see [`BuyerServer::requests`]).
 pub async fn spawn(spec: &BuyerSpec) -> io::Result<BuyerServer> {
+    spawn_with(spec, true).await
+}
+
+/// Starts a buyer server that only counts requests (for load runs, where
+/// keeping every body would grow without bound).
+pub async fn spawn_quiet(spec: &BuyerSpec) -> io::Result<BuyerServer> {
+    spawn_with(spec, false).await
+}
+
+async fn spawn_with(spec: &BuyerSpec, record: bool) -> io::Result<BuyerServer> {
     if !is_allowed(spec.listen.ip()) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -103,6 +117,7 @@ pub async fn spawn(spec: &BuyerSpec) -> io::Result<BuyerServer> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         spec: spec.clone(),
+        record,
         requests: Mutex::new(Vec::new()),
         count: AtomicU64::new(0),
     });
@@ -126,19 +141,33 @@ pub async fn spawn_all(specs: &[BuyerSpec]) -> io::Result<Vec<BuyerServer>> {
 
 async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let n = shared.count.fetch_add(1, Ordering::Relaxed) + 1;
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(body.to_vec());
+    if shared.record {
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(body.to_vec());
+    }
     let spec = &shared.spec;
     if spec.behaviour == BidBehaviour::Silent {
         // Holds the connection open and never answers: the daemon's ping
         // timeout must end the wait.
         std::future::pending::<()>().await;
     }
-    if spec.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(spec.delay_ms)).await;
+    let mut delay = Duration::from_millis(spec.delay_ms);
+    if let Some(latency) = &spec.latency {
+        match latency.sample() {
+            Some(d) => delay += d,
+            None => {
+                // A "never" answer: hold the request past any deadline, then
+                // decline, so a long run does not accumulate held connections.
+                tokio::time::sleep(LatencySpec::NEVER_HOLD).await;
+                return StatusCode::NO_CONTENT.into_response();
+            }
+        }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let dialect = spec.dialect.unwrap_or_default();
     match spec.behaviour {
@@ -221,6 +250,7 @@ mod tests {
             delay_ms: 0,
             dialect: Some(dialect),
             min_talk_secs: Some(90),
+            latency: None,
         }
     }
 

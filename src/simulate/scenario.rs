@@ -36,6 +36,12 @@
 //! behaviour = "bid"
 //! price = "14.00"
 //! delay_ms = 20
+//!
+//! [[buyers]]                        # answer times as a distribution instead
+//! listen = "127.0.0.1:18082"
+//! behaviour = "bid"
+//! price = "12.00"
+//! latency = { median_ms = 20, p99_ms = 80, never_pct = 5 }
 //! ```
 
 use std::net::SocketAddr;
@@ -188,6 +194,79 @@ pub struct BuyerSpec {
     /// `min_talk_secs` a native `bid` asks for (none when unset).
     #[serde(default)]
     pub min_talk_secs: Option<u32>,
+    /// A random answer time instead of the fixed `delay_ms` (added to it).
+    #[serde(default)]
+    pub latency: Option<LatencySpec>,
+}
+
+/// A buyer's answer time as a distribution: log-normal through the given
+/// median and 99th percentile, plus a share of pings never answered. Real
+/// bidders look like this (a long right tail and some that never answer),
+/// and a fixed delay hides exactly what the auction deadline is for.
+///
+/// ```toml
+/// latency = { median_ms = 20, p99_ms = 80, never_pct = 5 }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpec {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    /// Percent of pings held open without an answer (see
+    /// [`LatencySpec::NEVER_HOLD`]).
+    #[serde(default)]
+    pub never_pct: f64,
+}
+
+impl LatencySpec {
+    /// How long a "never" answer holds the request: longer than any auction
+    /// deadline the daemon accepts (10 s), yet bounded so the simulator's
+    /// held connections cannot pile up without limit over a long run.
+    pub const NEVER_HOLD: std::time::Duration = std::time::Duration::from_secs(11);
+
+    /// z of the 99th percentile of the standard normal distribution.
+    const Z99: f64 = 2.326_347_874;
+
+    /// Checks the numbers make a distribution.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.median_ms > 0.0 && self.median_ms.is_finite()) {
+            return Err("latency.median_ms must be positive".into());
+        }
+        if !(self.p99_ms >= self.median_ms && self.p99_ms.is_finite()) {
+            return Err("latency.p99_ms must be at least median_ms".into());
+        }
+        if !(0.0..=100.0).contains(&self.never_pct) {
+            return Err("latency.never_pct must be between 0 and 100".into());
+        }
+        Ok(())
+    }
+
+    /// One answer time from two uniform draws in (0, 1] and one in [0, 1):
+    /// `None` for a ping never answered. Deterministic in its inputs so it
+    /// can be tested without a random source.
+    pub fn sample_with(&self, u1: f64, u2: f64, u_never: f64) -> Option<std::time::Duration> {
+        if u_never * 100.0 < self.never_pct {
+            return None;
+        }
+        // Box-Muller: a standard normal from two uniforms.
+        let z = (-2.0 * u1.max(f64::MIN_POSITIVE).ln()).sqrt()
+            * (2.0 * std::f64::consts::PI * u2).cos();
+        let sigma = (self.p99_ms / self.median_ms).ln() / Self::Z99;
+        let ms = self.median_ms * (sigma * z).exp();
+        // Capped: a log-normal tail is unbounded, a held request is not.
+        Some(std::time::Duration::from_secs_f64(
+            (ms / 1000.0).min(Self::NEVER_HOLD.as_secs_f64()),
+        ))
+    }
+
+    /// One answer time drawn at random.
+    pub fn sample(&self) -> Option<std::time::Duration> {
+        self.sample_with(
+            1.0 - rand::random::<f64>(),
+            rand::random::<f64>(),
+            rand::random::<f64>(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +315,13 @@ impl Scenario {
         }
         if crate::phone::E164::parse_strict(&scenario.run.caller_base).is_err() {
             return Err("run.caller_base must be an E.164 number".into());
+        }
+        for (i, buyer) in scenario.buyers.iter().enumerate() {
+            if let Some(latency) = &buyer.latency {
+                latency
+                    .validate()
+                    .map_err(|e| format!("buyers[{i}]: {e}"))?;
+            }
         }
         Ok(scenario)
     }
@@ -300,4 +386,55 @@ pub struct SimReport {
     pub completed: u32,
     pub failed: u32,
     pub traces: Vec<CallTrace>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_follows_its_median_and_p99() {
+        let spec = LatencySpec {
+            median_ms: 20.0,
+            p99_ms: 80.0,
+            never_pct: 5.0,
+        };
+        spec.validate().expect("valid");
+        // A deterministic grid of uniforms stands in for a random source.
+        let mut ms = Vec::new();
+        let mut never = 0;
+        for i in 0..200 {
+            for j in 0..50 {
+                let u1 = (f64::from(i) + 0.5) / 200.0;
+                let u2 = (f64::from(j) + 0.5) / 50.0;
+                let u_never = ((i * 50 + j) % 1000) as f64 / 1000.0;
+                match spec.sample_with(u1, u2, u_never) {
+                    Some(d) => ms.push(d.as_secs_f64() * 1000.0),
+                    None => never += 1,
+                }
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[(q * ms.len() as f64) as usize];
+        assert!((at(0.5) - 20.0).abs() < 2.0, "median {}", at(0.5));
+        assert!((at(0.99) - 80.0).abs() < 12.0, "p99 {}", at(0.99));
+        assert_eq!(never, 500);
+    }
+
+    #[test]
+    fn latency_is_optional_and_checked() {
+        let base = "[run]\n[[buyers]]\nlisten = \"127.0.0.1:0\"\nbehaviour = \"bid\"\n";
+        let s = Scenario::parse(base).expect("no latency");
+        assert_eq!(s.buyers[0].latency, None);
+        let s = Scenario::parse(&format!(
+            "{base}latency = {{ median_ms = 20, p99_ms = 80, never_pct = 5 }}\n"
+        ))
+        .expect("latency");
+        assert_eq!(s.buyers[0].latency.map(|l| l.p99_ms), Some(80.0));
+        let err = Scenario::parse(&format!(
+            "{base}latency = {{ median_ms = 20, p99_ms = 10 }}\n"
+        ))
+        .expect_err("p99 under the median");
+        assert!(err.contains("p99_ms"), "{err}");
+    }
 }
