@@ -120,6 +120,8 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
                 recording_path: None,
                 auction_us: None,
                 consents: Vec::new(),
+                sharing: Vec::new(),
+                opted_out: None,
                 notes: Vec::new(),
             },
             route: None,
