@@ -176,7 +176,12 @@ fn spellings(e164: &str) -> Vec<String> {
         d.to_string(),
         national.to_string(),
         format!("{}-{}-{}", &national[..3], &national[3..6], &national[6..]),
-        format!("({}) {}-{}", &national[..3], &national[3..6], &national[6..]),
+        format!(
+            "({}) {}-{}",
+            &national[..3],
+            &national[3..6],
+            &national[6..]
+        ),
         format!("{}.{}.{}", &national[..3], &national[3..6], &national[6..]),
         format!("+1 {}", national),
     ]
@@ -340,14 +345,24 @@ async fn sharing_report_lists_exactly_the_buyers_that_got_the_data() {
             .any(|r| r.channel == "bridge" && r.party_id == "acme")
     );
     // The CLI answers the same question in one command.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bidbridge.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = {:?}\n", d.db.config.url),
+    )
+    .unwrap();
     let out = std::process::Command::new(common::binary())
-        .args(["sharing", "--caller", "(312) 555-0100"])
-        .env("BIDBRIDGE_DATABASE_URL", &d.db.config.url)
-        .env("BIDBRIDGE_CONFIG", "/nonexistent/bidbridge.toml")
+        .args(["sharing", "--caller", "(312) 555-0100", "--config"])
+        .arg(&config)
         .output()
         .expect("run bidbridge sharing");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("went to 2 part(ies)"), "{text}");
     assert!(text.contains("buyer acme") && text.contains("buyer bravo") && !text.contains("carol"));
     d.running.shutdown();
@@ -435,7 +450,11 @@ async fn require_consent_without_consent_sends_no_pings_and_goes_to_backup() {
     assert_eq!(calls[0].get::<_, String>("disposition"), "backup");
     assert_eq!(a.request_count(), 0);
     let rows = d.sharing("+13125550100").await;
-    assert!(rows.iter().all(|r| r.channel == "bridge" && r.party_kind == "operator"), "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.channel == "bridge" && r.party_kind == "operator"),
+        "{rows:#?}"
+    );
     d.running.shutdown();
 }
 
@@ -450,8 +469,11 @@ async fn ivr_consent_step_records_prompt_key_and_time() {
         &[],
     )
     .await;
-    d.call(&scenario(1, "[[callers]]\ndtmf = [\"1\", \"60601\", \"1\"]\n"))
-        .await;
+    d.call(&scenario(
+        1,
+        "[[callers]]\ndtmf = [\"1\", \"60601\", \"1\"]\n",
+    ))
+    .await;
     let calls = d.calls(1).await;
     assert_eq!(calls[0].get::<_, String>("disposition"), "sold");
     let id: uuid::Uuid = calls[0].get("call_id");
@@ -464,9 +486,15 @@ async fn ivr_consent_step_records_prompt_key_and_time() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ivr");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("consent-to-share"));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("consent-to-share")
+    );
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("1"));
-    assert!(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3).is_some());
+    assert!(
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3)
+            .is_some()
+    );
     let pings = a.requests();
     assert_eq!(pings.len(), 1);
     assert!(contains_number(&pings[0], "+13125550100"));
