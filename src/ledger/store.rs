@@ -389,11 +389,10 @@ async fn insert_sharing(
             consent_seq.push(s.consent_seq.map(|c| i16::try_from(c).unwrap_or(i16::MAX)));
             shared_at.push(s.shared_at);
         }
-        let mut next = r.sharing.len();
-        for n in notices.iter().filter(|n| n.call_id == r.call_id) {
+        let mine = notices.iter().filter(|n| n.call_id == r.call_id);
+        for (next, n) in (r.sharing.len()..).zip(mine) {
             call_id.push(r.call_id);
             seq.push(i16::try_from(next).unwrap_or(i16::MAX));
-            next += 1;
             channel.push("notice");
             party_kind.push(if n.kind.is_publisher() {
                 "publisher"
