@@ -739,3 +739,50 @@ async fn admin_api_logs_record_reads_and_manages_the_dnc_list() {
     );
     d.running.shutdown();
 }
+
+/// The campaign's compliance fields survive apply → load (the catalog
+/// document and its DB columns agree).
+#[tokio::test]
+async fn campaign_compliance_fields_round_trip_through_the_store() {
+    let db = TestDb::migrated().await;
+    let text = catalog(
+        "consent_prompt = \"consent\"\nconsent_key = \"1\"\nrequire_consent = true\nwithout_consent = \"static_only\"\nopt_out_key = \"9\"\nopt_out_prompt = \"bye\"\n",
+        &[(
+            "acme",
+            "http://127.0.0.1:9/ping".into(),
+            "leg-answer",
+            false,
+            "auto",
+        )],
+    );
+    db.apply_catalog(&text).await;
+    let mut client = db.client().await;
+    let loaded = bidbridge::catalog::store::load(&mut client).await.unwrap();
+    let wanted = bidbridge::catalog::spec::CatalogDoc::parse(
+        &text,
+        bidbridge::catalog::spec::DocFormat::Toml,
+    )
+    .unwrap();
+    let pick = |doc: &bidbridge::catalog::spec::CatalogDoc| {
+        doc.campaigns
+            .iter()
+            .find(|c| c.id == "auto")
+            .cloned()
+            .unwrap()
+    };
+    let (got, want) = (pick(&loaded), pick(&wanted));
+    assert_eq!(got.consent_prompt, want.consent_prompt);
+    assert_eq!(got.consent_key.as_deref(), Some("1"));
+    assert!(got.require_consent);
+    assert_eq!(
+        got.without_consent,
+        bidbridge::catalog::spec::WithoutConsent::StaticOnly
+    );
+    assert_eq!(got.opt_out_key.as_deref(), Some("9"));
+    assert_eq!(got.opt_out_prompt, want.opt_out_prompt);
+    // Applying what was loaded changes nothing.
+    let changes = bidbridge::catalog::store::apply(&mut client, &loaded, false, true)
+        .await
+        .unwrap();
+    assert!(changes.iter().all(|c| !c.is_write()), "{changes:?}");
+}

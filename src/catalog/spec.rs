@@ -1063,4 +1063,25 @@ mod tests {
             assert_eq!(again, original, "{format:?} round trip");
         }
     }
+
+    #[test]
+    fn consent_and_opt_out_keys_are_checked() {
+        let base = include_str!("../../docs/examples/catalog.toml");
+        let bad = base
+            .replace("consent_key = \"1\"", "consent_key = \"12\"")
+            .replace("opt_out_key = \"9\"", "opt_out_key = \"2\"");
+        let doc = CatalogDoc::parse(&bad, DocFormat::Toml).expect("parses");
+        let fields: Vec<String> = doc.validate().into_iter().map(|i| i.field).collect();
+        assert!(fields.contains(&"consent_key".to_string()), "{fields:?}");
+        // "2" is a menu option of the product node.
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.starts_with("ivr.nodes[") && f.ends_with(".options")),
+            "{fields:?}"
+        );
+        let no_key = base.replace("consent_key = \"1\"", "");
+        let doc = CatalogDoc::parse(&no_key, DocFormat::Toml).expect("parses");
+        assert!(doc.validate().iter().any(|i| i.field == "consent_prompt"));
+    }
 }
