@@ -786,3 +786,38 @@ async fn campaign_compliance_fields_round_trip_through_the_store() {
         .unwrap();
     assert!(changes.iter().all(|c| !c.is_write()), "{changes:?}");
 }
+
+#[tokio::test]
+async fn opt_out_key_works_at_the_consent_prompt_too() {
+    let a = buyer("20.00").await;
+    let d = daemon(
+        &catalog(
+            "consent_prompt = \"consent-to-share\"\nconsent_key = \"1\"\nopt_out_key = \"9\"\n",
+            &[("acme", a.url(), "leg-answer", true, "auto")],
+        ),
+        &[],
+    )
+    .await;
+    d.call(&scenario(
+        1,
+        "[[callers]]\ndtmf = [\"1\", \"60601\", \"9\"]\n",
+    ))
+    .await;
+    let calls = d.calls(1).await;
+    assert_eq!(calls[0].get::<_, String>("disposition"), "rejected");
+    assert_eq!(
+        calls[0].get::<_, serde_json::Value>("ivr_path"),
+        serde_json::json!([["product", "1"], ["zip", "60601"], ["consent", "opt_out"]])
+    );
+    assert_eq!(a.request_count(), 0);
+    let client = d.db.client().await;
+    assert_eq!(
+        client
+            .query("SELECT 1 FROM dnc WHERE number = '+13125550100'", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    d.running.shutdown();
+}

@@ -144,17 +144,17 @@ async fn ask_consent<C: CallChannel>(
             return Ok(ConsentAnswer::NotGiven);
         }
     };
-    call.record.ivr_path.push((
-        "consent".into(),
-        if pressed.is_empty() {
-            "no_input".into()
-        } else {
-            pressed.clone()
-        },
-    ));
     let mut keys = pressed.chars();
     let first = keys.next();
-    if keys.next().is_some() {
+    let single = keys.next().is_none();
+    // The step shows in the IVR path like any node, an opt-out the same way.
+    let answer = match first {
+        None => "no_input".to_string(),
+        Some(k) if single && Some(k) == opt_out_key => ivr::OPT_OUT_ANSWER.to_string(),
+        Some(_) => pressed.clone(),
+    };
+    call.record.ivr_path.push(("consent".into(), answer));
+    if !single {
         return Ok(ConsentAnswer::NotGiven);
     }
     if first.is_some() && first == opt_out_key {
