@@ -865,6 +865,7 @@ async fn strategy_ratio(buyers: SocketAddr, n: usize) -> Result<(f64, f64), Stri
                     now,
                     exclude,
                     consent: false,
+                    static_only: false,
                     test: true,
                 };
                 auctioneer.run(&input, &OpenGate, &NeutralScorer).await.took

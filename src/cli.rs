@@ -98,6 +98,52 @@ pub enum Command {
     /// target/bench/summary.json. Run it through scripts/bench.sh, which sets all of that up.
     #[command(hide = true)]
     Bench(crate::bench::BenchArgs),
+    /// The internal do-not-call list: callers on it are refused at screening, before any buyer
+    /// hears of them. CSV is `number,source,added_at` with a header line.
+    ///
+    /// Examples:
+    ///   bidbridge dnc import optouts.csv --source "web form"
+    ///   bidbridge dnc export > dnc.csv
+    ///   bidbridge dnc add +13125550100
+    ///   bidbridge dnc remove +13125550100
+    #[command(subcommand, verbatim_doc_comment)]
+    Dnc(DncCommand),
+    /// Who got this caller's data? Every ping, bridge, notice and API read of every call from
+    /// NUMBER, with the fields sent and the consent relied on.
+    ///
+    /// Example: `bidbridge sharing --caller +13125550100`
+    Sharing {
+        /// The caller's number (E.164 or a NANP national form).
+        #[arg(long, value_name = "NUMBER")]
+        caller: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DncCommand {
+    /// Add every number in FILE (CSV); numbers already listed keep their entry.
+    Import {
+        file: PathBuf,
+        /// Source for rows that name none.
+        #[arg(long, default_value = "import")]
+        source: String,
+    },
+    /// Write the whole list as CSV to standard output (or --output).
+    Export {
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Add one number.
+    Add {
+        number: String,
+        #[arg(long, default_value = "cli")]
+        source: String,
+    },
+    /// Remove one number.
+    Remove { number: String },
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +366,8 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => report(&config, args).await,
+        Command::Dnc(command) => dnc(&config, command).await,
+        Command::Sharing { caller, json } => sharing(&config, &caller, json).await,
         Command::Token(TokenCommand::New) => {
             let token = crate::api::auth::new_token();
             println!(
@@ -381,6 +429,127 @@ async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
     drop(client);
     let _ = driver.await;
     result
+}
+
+async fn dnc(config: &Config, command: DncCommand) -> Result<ExitCode, String> {
+    use crate::compliance::dnc as list;
+    let now = chrono::Utc::now();
+    // Parse before connecting: a bad file or number is a usage error (exit 2).
+    let usage = |e: list::DncError| {
+        eprintln!("bidbridge: {e}");
+        Ok(ExitCode::from(2))
+    };
+    enum Op {
+        Insert(Vec<list::DncEntry>),
+        Export(Option<PathBuf>),
+        Remove(crate::phone::E164),
+    }
+    let op = match command {
+        DncCommand::Import { file, source } => {
+            let source = match list::parse_source(&source) {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            match list::parse_csv(&text, &source, now) {
+                Ok(entries) => Op::Insert(entries),
+                Err(e) => {
+                    eprintln!("bidbridge: {}: {e}", file.display());
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        DncCommand::Add { number, source } => {
+            match (list::parse_number(&number), list::parse_source(&source)) {
+                (Ok(number), Ok(source)) => Op::Insert(vec![list::DncEntry {
+                    number: number.to_string(),
+                    source,
+                    added_at: now,
+                }]),
+                (Err(e), _) | (_, Err(e)) => return usage(e),
+            }
+        }
+        DncCommand::Remove { number } => match list::parse_number(&number) {
+            Ok(number) => Op::Remove(number),
+            Err(e) => return usage(e),
+        },
+        DncCommand::Export { output } => Op::Export(output),
+    };
+    let (client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let result = match op {
+        Op::Insert(entries) => {
+            let added = list::insert(&client, &entries)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "added {added} number(s); {} already listed",
+                entries.len() as u64 - added
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Op::Remove(number) => {
+            if list::remove(&client, &number)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("removed {number}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{number} was not on the list");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Op::Export(output) => {
+            let entries = list::list(&client).await.map_err(|e| e.to_string())?;
+            let text = list::render_csv(&entries);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+async fn sharing(config: &Config, caller: &str, json: bool) -> Result<ExitCode, String> {
+    let Some(number) = crate::phone::E164::normalize(caller) else {
+        eprintln!("bidbridge: {caller:?} is not a phone number");
+        return Ok(ExitCode::from(2));
+    };
+    let (client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let rows = crate::compliance::sharing::for_caller(&client, &number)
+        .await
+        .map_err(|e| e.to_string());
+    drop(client);
+    let _ = driver.await;
+    let rows = rows?;
+    if json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({
+            "caller": number.as_str(),
+            "parties": crate::compliance::sharing::parties(&rows)
+                .into_iter()
+                .map(|(kind, id)| serde_json::json!({"kind": kind, "id": id}))
+                .collect::<Vec<_>>(),
+            "rows": rows,
+        }))
+        .map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", crate::compliance::sharing::render(&number, &rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, String> {

@@ -44,6 +44,7 @@ pub struct Config {
     pub asterisk: AsteriskConfig,
     pub records: RecordsConfig,
     pub postbacks: PostbacksConfig,
+    pub consent: ConsentConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
 }
@@ -323,6 +324,42 @@ impl Default for RecordsConfig {
     }
 }
 
+/// Where consent evidence is read from (docs/compliance.md). Each key is a
+/// comma-separated list of names looked up in the call's variables (SIP
+/// headers `sip_h_*` and `bidbridge_*` channel variables on FreeSWITCH, AGI
+/// `key=value` arguments on Asterisk); the first present name wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    pub consent_id: String,
+    /// TrustedForm certificate URL (must be https).
+    pub trustedform: String,
+    /// Jornaya LeadiD token.
+    pub leadid: String,
+    /// When the consumer consented (RFC 3339 or Unix seconds).
+    pub consent_time: String,
+    /// The page or source where consent was given.
+    pub page: String,
+    /// Longest value accepted; longer values are refused (and noted).
+    pub max_value_len: usize,
+    /// TrustedForm certificate URLs must be on this host ("" = any https host).
+    pub trustedform_host: String,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            consent_id: "sip_h_X-Consent-Id,bidbridge_consent_id,consent_id".into(),
+            trustedform: "sip_h_X-TrustedForm-Cert,bidbridge_trustedform,trustedform".into(),
+            leadid: "sip_h_X-LeadiD,bidbridge_leadid,leadid".into(),
+            consent_time: "sip_h_X-Consent-Time,bidbridge_consent_time,consent_time".into(),
+            page: "sip_h_X-Consent-Page,bidbridge_consent_page,consent_page".into(),
+            max_value_len: 256,
+            trustedform_host: "cert.trustedform.com".into(),
+        }
+    }
+}
+
 /// The postback and buyer-notice sender (docs/records.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -509,6 +546,12 @@ impl Config {
         };
         if self.calls.max_concurrent == 0 {
             return Err(err("calls.max_concurrent", "must be at least 1".into()));
+        }
+        if !(16..=4096).contains(&self.consent.max_value_len) {
+            return Err(err(
+                "consent.max_value_len",
+                "expected 16 to 4096 characters".into(),
+            ));
         }
         if self.calls.max_attempts == 0 {
             return Err(err("calls.max_attempts", "must be at least 1".into()));

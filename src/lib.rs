@@ -14,6 +14,7 @@ pub mod caps;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod db;
 pub mod flow;

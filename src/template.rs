@@ -50,7 +50,9 @@ pub fn check_placeholders(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+/// The placeholder names `template` uses, in order (the sharing log lists
+/// them as the fields a notice carries).
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
     template
         .split('{')
         .skip(1)

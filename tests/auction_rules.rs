@@ -92,6 +92,7 @@ async fn auction(
         now: chrono::Utc::now(),
         exclude: &HashSet::new(),
         consent: false,
+        static_only: false,
         test: false,
     };
     auctioneer.run(&input, &OpenGate, &NeutralScorer).await

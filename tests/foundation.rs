@@ -482,9 +482,15 @@ async fn sigterm_drains_a_call_in_progress_instead_of_cutting_it() {
     assert!(status.success(), "exit status {status:?}\n{stderr}");
     assert!(stderr.contains("draining"), "{stderr}");
     // Every line about the call carries its call id.
-    let call_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("call arrived") || l.contains("call settled")).collect();
+    let call_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("call arrived") || l.contains("call settled"))
+        .collect();
     assert_eq!(call_lines.len(), 2, "{stderr}");
-    assert!(call_lines.iter().all(|l| l.contains("call_id=")), "{call_lines:?}");
+    assert!(
+        call_lines.iter().all(|l| l.contains("call_id=")),
+        "{call_lines:?}"
+    );
 
     // The drained call was recorded.
     let client = db.client().await;

@@ -240,6 +240,8 @@ fn call(
             consented_at: None,
             captured_at: arrived,
         }],
+        sharing: vec![],
+        opted_out: None,
         notes: vec![],
     }
 }

@@ -6,6 +6,7 @@
 //! endpoints a buyer token; tokens are compared by hash in constant time.
 
 pub mod auth;
+pub mod compliance;
 pub mod conversions;
 pub mod reports;
 
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,6 +40,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/conversions", post(conversions::post))
         .route("/v1/reports/{by}", get(reports::get))
+        .route("/v1/dnc", get(compliance::list).post(compliance::add))
+        .route("/v1/dnc/{number}", delete(compliance::remove))
+        .route("/v1/sharing", get(compliance::for_caller))
+        .route("/v1/calls/{call_id}", get(compliance::call))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }

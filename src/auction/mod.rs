@@ -34,7 +34,7 @@ use crate::catalog::dial::DialTarget;
 use crate::catalog::spec::Ranking;
 use crate::catalog::{Bidding, Campaign, Destination, NumberRoute};
 use crate::config::{AuctionConfig, PingStrategy};
-use crate::ledger::record::{BidRecord, BidStatus};
+use crate::ledger::record::{BidRecord, BidStatus, SharingRecord};
 use crate::money::Cents;
 
 /// Ineligible destinations beyond this many are counted, not recorded one
@@ -74,6 +74,9 @@ pub struct AuctionOutcome {
     /// Ineligible destinations by reason (all of them, recorded or not).
     pub ineligible: BTreeMap<&'static str, usize>,
     pub pinged: usize,
+    /// One row per ping sent: who got which caller fields (the call adds
+    /// the consent reference and keeps them for the sharing log).
+    pub shared: Vec<SharingRecord>,
 }
 
 /// What the call brings to an auction.
@@ -86,6 +89,10 @@ pub struct AuctionInput<'a> {
     pub exclude: &'a HashSet<String>,
     /// Is the caller's consent to share their number on record?
     pub consent: bool,
+    /// No caller data may leave the daemon (`require_consent` without
+    /// consent, `without_consent = "static_only"`): only static-price
+    /// destinations take part; nobody is pinged.
+    pub static_only: bool,
     pub test: bool,
 }
 
@@ -194,6 +201,17 @@ impl Auctioneer {
                         &mut accepted,
                     );
                 }
+                Bidding::Ping(_) if input.static_only => {
+                    let reason = "no consent: static-price destinations only";
+                    *outcome.ineligible.entry(reason).or_default() += 1;
+                    if outcome.ineligible.values().sum::<usize>() <= MAX_INELIGIBLE_RECORDED {
+                        outcome.bids.push(bid_row(
+                            destination,
+                            BidStatus::Ineligible,
+                            Some(reason.to_string()),
+                        ));
+                    }
+                }
                 Bidding::Ping(endpoint) => {
                     if let Some(reused) = self.reused(&destination.id, input.facts.caller.as_ref())
                     {
@@ -282,10 +300,26 @@ impl Auctioneer {
                     test: input.test,
                 };
                 let body = protocol::request_body(endpoint.dialect, &context);
+                let fields = protocol::shared_fields(endpoint.dialect, &context);
                 async move {
+                    let shared = SharingRecord {
+                        channel: "ping".into(),
+                        party_kind: "buyer".into(),
+                        party_id: destination.buyer.id.clone(),
+                        destination_id: Some(destination.id.clone()),
+                        fields,
+                        consent_seq: None,
+                        shared_at: Utc::now(),
+                    };
                     let sent = Instant::now();
                     let answer = self.pings.ping(&endpoint, body, deadline).await;
-                    (destination, endpoint.dialect, answer, sent.elapsed())
+                    (
+                        destination,
+                        endpoint.dialect,
+                        answer,
+                        sent.elapsed(),
+                        shared,
+                    )
                 }
             };
 
@@ -310,7 +344,8 @@ impl Auctioneer {
         }
 
         let now = Utc::now();
-        for (destination, dialect, answer, latency) in answers {
+        for (destination, dialect, answer, latency, shared) in answers {
+            outcome.shared.push(shared);
             let latency_us = Some(latency.as_micros() as u64);
             let (status, reason, parsed) = match answer {
                 PingAnswer::Timeout => (

@@ -47,6 +47,31 @@ pub struct CallerData {
     pub number: Option<String>,
 }
 
+/// The names of the caller fields a ping in `dialect` carries (for the
+/// sharing log): `area_code`, `state`, `zip`, `local_time`, `number_hash`,
+/// `number`, `source` and `tag.<name>` per IVR answer.
+pub fn shared_fields(dialect: PingDialect, ctx: &PingContext<'_>) -> Vec<String> {
+    let c = &ctx.caller;
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |present: bool, name: &str| {
+        if present {
+            out.push(name.to_string());
+        }
+    };
+    add(c.area_code.is_some(), "area_code");
+    add(c.state.is_some(), "state");
+    add(c.zip.is_some(), "zip");
+    add(
+        c.local_time.is_some() && dialect == PingDialect::Native,
+        "local_time",
+    );
+    add(c.number_hash.is_some(), "number_hash");
+    add(c.number.is_some(), "number");
+    add(true, "source");
+    out.extend(ctx.tags.keys().map(|k| format!("tag.{k}")));
+    out
+}
+
 /// Native ping request body (`POST` to the destination's `ping.url`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NativeRequest {

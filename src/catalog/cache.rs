@@ -55,6 +55,12 @@ pub struct CatalogCache {
     buyers: Cache<String, Arc<Buyer>>,
     publishers: Cache<String, Arc<Publisher>>,
     blocklist: Cache<E164, String>,
+    /// The do-not-call list (number → source), loaded with the catalog.
+    dnc: Cache<E164, String>,
+    /// Opt-outs taken on this node, kept until the database surely has
+    /// them: a reload that lands before the record writer commits the
+    /// opt-out must not forget it.
+    local_dnc: Cache<E164, String>,
     status: Mutex<CacheStatus>,
     generation: watch::Sender<u64>,
 }
@@ -88,6 +94,10 @@ impl CatalogCache {
             buyers: Cache::builder().build(),
             publishers: Cache::builder().build(),
             blocklist: Cache::builder().build(),
+            dnc: Cache::builder().build(),
+            local_dnc: Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
             status: Mutex::new(CacheStatus::default()),
             generation,
         })
@@ -120,6 +130,22 @@ impl CatalogCache {
     /// The block reason when `number` is on the blocklist.
     pub fn blocked(&self, number: &E164) -> Option<String> {
         self.blocklist.get(number)
+    }
+
+    /// The do-not-call source when `number` is on the DNC list.
+    pub fn do_not_call(&self, number: &E164) -> Option<String> {
+        self.dnc.get(number).or_else(|| self.local_dnc.get(number))
+    }
+
+    /// Puts `number` on this node's DNC list at once (an IVR opt-out); the
+    /// record writer stores it for every node.
+    pub fn add_do_not_call(&self, number: &E164, source: &str) {
+        self.local_dnc.insert(number.clone(), source.to_string());
+    }
+
+    /// Replaces the cached DNC list.
+    pub fn install_dnc(&self, entries: std::collections::HashMap<E164, String>) {
+        replace(&self.dnc, entries);
     }
 
     pub fn campaigns(&self) -> Vec<Arc<Campaign>> {
@@ -205,7 +231,14 @@ pub async fn reload(cache: &CatalogCache, pool: &Pool) -> Result<(), CacheError>
             .map_err(|e| CacheError::Db(e.to_string()))?;
         let doc = store::load(&mut client).await?;
         let snapshot = Snapshot::build(&doc).map_err(CacheError::Invalid)?;
+        let dnc = crate::compliance::dnc::list(&**client)
+            .await
+            .map_err(|e| CacheError::Db(e.to_string()))?
+            .into_iter()
+            .filter_map(|e| E164::parse_strict(&e.number).ok().map(|n| (n, e.source)))
+            .collect();
         cache.install(snapshot);
+        cache.install_dnc(dnc);
         Ok(())
     }
     .await;

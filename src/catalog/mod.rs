@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use self::dial::DialTarget;
+use self::dial::{DialTarget, PromptName};
 use self::ivr::IvrSpec;
 use self::schedule::Schedule;
 use self::spec::{
     AuctionType, BidExpiryAction, CampaignSpec, CapsSpec, CatalogDoc, CatalogIssue, DuplicateRule,
-    NoticesSpec, PayoutSpec, PingDialect, Ranking,
+    NoticesSpec, PayoutSpec, PingDialect, Ranking, WithoutConsent,
 };
 use self::targeting::Targeting;
 use crate::money::Cents;
@@ -179,6 +179,12 @@ pub struct Campaign {
     pub bid_expiry: BidExpiryAction,
     pub ivr: Option<IvrSpec>,
     pub payout: PayoutRule,
+    /// IVR consent step: (prompt, key).
+    pub consent_step: Option<(PromptName, char)>,
+    pub require_consent: bool,
+    pub without_consent: WithoutConsent,
+    pub opt_out_key: Option<char>,
+    pub opt_out_prompt: Option<PromptName>,
     /// Every destination that serves this campaign (enabled or not; the
     /// auction filters), in id order.
     pub destinations: Vec<Arc<Destination>>,
@@ -364,6 +370,14 @@ fn compile_campaign(c: &CampaignSpec, destinations: Vec<Arc<Destination>>) -> Ca
         bid_expiry: c.bid_expiry,
         ivr: c.ivr.clone(),
         payout: PayoutRule::from_spec(c.payout.as_ref()),
+        consent_step: c
+            .consent_prompt
+            .clone()
+            .zip(c.consent_key.as_deref().and_then(|k| k.chars().next())),
+        require_consent: c.require_consent,
+        without_consent: c.without_consent,
+        opt_out_key: c.opt_out_key.as_deref().and_then(|k| k.chars().next()),
+        opt_out_prompt: c.opt_out_prompt.clone(),
         destinations,
     }
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::dial::DialTargetSpec;
+use super::dial::{DialTargetSpec, PromptName};
 use super::ivr::IvrSpec;
 use super::schedule::{HoursSpec, HoursSpecExt};
 use super::targeting::TargetingSpec;
@@ -248,6 +248,46 @@ pub struct CampaignSpec {
     /// Publisher payout for this campaign's calls (overrides the publisher's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payout: Option<PayoutSpec>,
+    /// IVR consent step (docs/compliance.md): this prompt is played after
+    /// the IVR tree unless the publisher already sent consent evidence;
+    /// pressing `consent_key` is recorded as consent (prompt, key, time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_prompt: Option<PromptName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_key: Option<String>,
+    /// Without consent on record, no caller data leaves the daemon: see
+    /// `without_consent`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub require_consent: bool,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub without_consent: WithoutConsent,
+    /// A key that, at any IVR node or the consent prompt, puts the caller
+    /// on the do-not-call list and ends the call ("press 9 to never be
+    /// called again").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out_key: Option<String>,
+    /// Played after an opt-out, before hanging up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out_prompt: Option<PromptName>,
+}
+
+/// What a `require_consent` campaign does with a call that has no consent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithoutConsent {
+    /// No pings at all: straight to the backup line.
+    #[default]
+    Backup,
+    /// Only static-price destinations (no ping leaves the daemon).
+    StaticOnly,
+}
+
+/// A single DTMF key: `0`-`9`, `*` or `#`.
+fn is_dtmf_key(key: &str) -> bool {
+    key.len() == 1
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -648,6 +688,53 @@ impl CatalogDoc {
                     push(entry.clone(), &format!("ivr.{field}"), message);
                 }
             }
+            for (field, key) in [
+                ("consent_key", &c.consent_key),
+                ("opt_out_key", &c.opt_out_key),
+            ] {
+                if let Some(key) = key
+                    && !is_dtmf_key(key)
+                {
+                    push(entry.clone(), field, "expected one key: 0-9, * or #".into());
+                }
+            }
+            if c.consent_prompt.is_some() != c.consent_key.is_some() {
+                push(
+                    entry.clone(),
+                    "consent_prompt",
+                    "consent_prompt and consent_key go together".into(),
+                );
+            }
+            if c.opt_out_prompt.is_some() && c.opt_out_key.is_none() {
+                push(entry.clone(), "opt_out_prompt", "needs opt_out_key".into());
+            }
+            if let Some(key) = &c.opt_out_key {
+                if c.consent_key.as_ref() == Some(key) {
+                    push(
+                        entry.clone(),
+                        "opt_out_key",
+                        "must differ from consent_key".into(),
+                    );
+                }
+                // The key must mean "opt out" at every node: a menu option
+                // on the same key would make it ambiguous.
+                for node in c.ivr.iter().flat_map(|ivr| ivr.nodes.iter()) {
+                    if node.collect.as_ref().is_some_and(|c| c.digits == 1) {
+                        push(
+                            entry.clone(),
+                            &format!("ivr.nodes[{}].collect.digits", node.id),
+                            "a one-digit entry cannot coexist with opt_out_key".into(),
+                        );
+                    }
+                    if node.options.contains_key(key) {
+                        push(
+                            entry.clone(),
+                            &format!("ivr.nodes[{}].options", node.id),
+                            format!("key {key} is the campaign's opt_out_key"),
+                        );
+                    }
+                }
+            }
         }
         let campaign_ids: BTreeSet<&str> = self.campaigns.iter().map(|c| c.id.as_str()).collect();
 
@@ -975,5 +1062,26 @@ mod tests {
             original.normalize();
             assert_eq!(again, original, "{format:?} round trip");
         }
+    }
+
+    #[test]
+    fn consent_and_opt_out_keys_are_checked() {
+        let base = include_str!("../../docs/examples/catalog.toml");
+        let bad = base
+            .replace("consent_key = \"1\"", "consent_key = \"12\"")
+            .replace("opt_out_key = \"9\"", "opt_out_key = \"2\"");
+        let doc = CatalogDoc::parse(&bad, DocFormat::Toml).expect("parses");
+        let fields: Vec<String> = doc.validate().into_iter().map(|i| i.field).collect();
+        assert!(fields.contains(&"consent_key".to_string()), "{fields:?}");
+        // "2" is a menu option of the product node.
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.starts_with("ivr.nodes[") && f.ends_with(".options")),
+            "{fields:?}"
+        );
+        let no_key = base.replace("consent_key = \"1\"", "");
+        let doc = CatalogDoc::parse(&no_key, DocFormat::Toml).expect("parses");
+        assert!(doc.validate().iter().any(|i| i.field == "consent_prompt"));
     }
 }

@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
-use super::dial::DialTargetSpec;
+use super::dial::{DialTargetSpec, PromptName};
 use super::spec::{
     BlockSpec, BuyerSpec, CampaignSpec, CapsSpec, CatalogDoc, CatalogIssue, DestinationSpec,
     DuplicateRule, NoticesSpec, NumberSpec, PayoutSpec, Percent, PingSpec, PublisherSpec,
@@ -139,6 +139,15 @@ pub async fn load(client: &mut tokio_postgres::Client) -> Result<CatalogDoc, Sto
     Ok(doc)
 }
 
+/// A nullable prompt-name column.
+fn opt_prompt(row: &Row, column: &str) -> Result<Option<PromptName>, StoreError> {
+    row.try_get::<_, Option<String>>(column)?
+        .map(|p| {
+            PromptName::new(&p).map_err(|e| StoreError::Corrupt(format!("campaigns.{column}: {e}")))
+        })
+        .transpose()
+}
+
 async fn load_in(db: &impl GenericClient) -> Result<CatalogDoc, StoreError> {
     let mut doc = CatalogDoc::default();
 
@@ -199,6 +208,15 @@ async fn load_in(db: &impl GenericClient) -> Result<CatalogDoc, StoreError> {
                 .map(|v| json_to(v, &format!("campaign {id} ivr")))
                 .transpose()?,
             payout: payout_from_row(&row)?,
+            consent_prompt: opt_prompt(&row, "consent_prompt")?,
+            consent_key: row.try_get("consent_key")?,
+            require_consent: row.try_get("require_consent")?,
+            without_consent: json_to(
+                serde_json::Value::String(row.try_get("without_consent")?),
+                "campaigns.without_consent",
+            )?,
+            opt_out_key: row.try_get("opt_out_key")?,
+            opt_out_prompt: opt_prompt(&row, "opt_out_prompt")?,
             id,
         });
     }
@@ -635,9 +653,11 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
         "INSERT INTO campaigns (id, name, vertical, currency, floor_cents, auction_deadline_ms, auction_type,
                                 second_price_increment_cents, ranking, tier_margin_cents, min_talk_secs, recording,
                                 backup_dial, duplicate_window_secs, duplicate_action, bid_expiry_action, ivr,
-                                payout_kind, payout_fixed_cents, payout_share_bp, payout_min_talk_secs)
+                                payout_kind, payout_fixed_cents, payout_share_bp, payout_min_talk_secs,
+                                consent_prompt, consent_key, require_consent, without_consent, opt_out_key,
+                                opt_out_prompt)
          VALUES ($1::text, $2, $3, $4, $5::bigint, $6, $7, $8::bigint, $9, $10::bigint, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19::bigint, $20, $21)
+                 $17, $18, $19::bigint, $20, $21, $22, $23, $24, $25, $26, $27)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, vertical = EXCLUDED.vertical,
              currency = EXCLUDED.currency, floor_cents = EXCLUDED.floor_cents,
              auction_deadline_ms = EXCLUDED.auction_deadline_ms, auction_type = EXCLUDED.auction_type,
@@ -647,7 +667,10 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
              duplicate_window_secs = EXCLUDED.duplicate_window_secs, duplicate_action = EXCLUDED.duplicate_action,
              bid_expiry_action = EXCLUDED.bid_expiry_action, ivr = EXCLUDED.ivr, payout_kind = EXCLUDED.payout_kind,
              payout_fixed_cents = EXCLUDED.payout_fixed_cents, payout_share_bp = EXCLUDED.payout_share_bp,
-             payout_min_talk_secs = EXCLUDED.payout_min_talk_secs, updated_at = now()",
+             payout_min_talk_secs = EXCLUDED.payout_min_talk_secs, consent_prompt = EXCLUDED.consent_prompt,
+             consent_key = EXCLUDED.consent_key, require_consent = EXCLUDED.require_consent,
+             without_consent = EXCLUDED.without_consent, opt_out_key = EXCLUDED.opt_out_key,
+             opt_out_prompt = EXCLUDED.opt_out_prompt, updated_at = now()",
         &[
             &c.id,
             &c.name,
@@ -670,6 +693,12 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
             &fixed,
             &share,
             &min_talk,
+            &c.consent_prompt.as_ref().map(PromptName::as_str),
+            &c.consent_key,
+            &c.require_consent,
+            &enum_text(&c.without_consent),
+            &c.opt_out_key,
+            &c.opt_out_prompt.as_ref().map(PromptName::as_str),
         ],
     )
     .await?;

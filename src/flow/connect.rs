@@ -330,6 +330,7 @@ async fn rerun(call: &mut Call, tried: &HashSet<String>, services: &Services) ->
         now: Utc::now(),
         exclude: tried,
         consent: call.consent,
+        static_only: call.static_only,
         test: false,
     };
     let outcome = services
@@ -342,6 +343,7 @@ async fn rerun(call: &mut Call, tried: &HashSet<String>, services: &Services) ->
     ));
     let offset = call.record.bids.len();
     call.record.bids.extend(outcome.bids);
+    call.note_shared(outcome.shared);
     outcome
         .offers
         .into_iter()

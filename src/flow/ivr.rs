@@ -8,6 +8,11 @@
 //! cannot play is an operator problem: it is noted on the record, counted
 //! in metrics, and the node's default branch is taken at once instead of
 //! making the caller sit through silent retries.
+//!
+//! The campaign's opt-out key, when it has one, is a valid answer at every
+//! node (menus and entries alike: an entry of exactly that one key): the
+//! walk stops there and reports the node, and the flow puts the caller on
+//! the do-not-call list.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,13 +32,19 @@ pub struct IvrResult {
     /// `(node, answer)`; answers are digits, `no_input`, `invalid` or `prompt_failed`.
     pub path: Vec<(String, String)>,
     pub notes: Vec<String>,
+    /// The node where the caller pressed the opt-out key.
+    pub opted_out: Option<String>,
 }
+
+/// The answer recorded in the path for an opt-out.
+pub const OPT_OUT_ANSWER: &str = "opt_out";
 
 /// Walks `ivr` from its start node. Returns early only when the channel
 /// fails (the caller hung up, the switch went away).
 pub async fn walk<C: CallChannel>(
     channel: &mut C,
     ivr: &IvrSpec,
+    opt_out_key: Option<char>,
     metrics: &Metrics,
 ) -> Result<IvrResult, (ChannelError, IvrResult)> {
     let mut result = IvrResult::default();
@@ -59,10 +70,16 @@ pub async fn walk<C: CallChannel>(
                 .push(format!("IVR stopped after {MAX_STEPS} steps at node {id}"));
             break;
         }
-        let (branch, answer) = match ask(channel, node, metrics, &mut result.notes).await {
-            Ok(v) => v,
-            Err(e) => return Err((e, result)),
-        };
+        let (branch, answer) =
+            match ask(channel, node, opt_out_key, metrics, &mut result.notes).await {
+                Ok(v) => v,
+                Err(e) => return Err((e, result)),
+            };
+        if answer == OPT_OUT_ANSWER {
+            result.path.push((id.clone(), answer));
+            result.opted_out = Some(id);
+            break;
+        }
         if let Some((key, value)) = branch.tag.as_deref().and_then(parse_tag) {
             result.tags.insert(key.to_string(), value.to_string());
         }
@@ -76,6 +93,7 @@ pub async fn walk<C: CallChannel>(
 async fn ask<C: CallChannel>(
     channel: &mut C,
     node: &IvrNodeSpec,
+    opt_out_key: Option<char>,
     metrics: &Metrics,
     notes: &mut Vec<String>,
 ) -> Result<(IvrBranch, String), ChannelError> {
@@ -108,6 +126,18 @@ async fn ask<C: CallChannel>(
                 return Ok((node.default.clone(), "prompt_failed".to_string()));
             }
         };
+        // Checked before the node's own answers: validation keeps the key
+        // off every menu, and a one-key entry is never a complete entry.
+        if let Some(key) = opt_out_key
+            && entry.len() == 1
+            && entry.starts_with(key)
+        {
+            let stop = IvrBranch {
+                tag: None,
+                next: None,
+            };
+            return Ok((stop, OPT_OUT_ANSWER.to_string()));
+        }
         match &node.collect {
             Some(collect) => {
                 if entry.len() == usize::from(collect.digits)

@@ -27,8 +27,9 @@ use crate::auction::AuctionInput;
 use crate::auction::eligibility::CallFacts;
 use crate::catalog::NumberRoute;
 use crate::catalog::dial::PromptName;
+use crate::compliance::{consent, dnc};
 use crate::config::UnknownNumberAction;
-use crate::ledger::record::{CallRecord, Disposition, Stage, StageTimes};
+use crate::ledger::record::{CallRecord, Disposition, OptOut, SharingRecord, Stage, StageTimes};
 use crate::metrics::{BidLabels, BuyerLabel, CallLabels, CampaignLabel, ReasonLabel};
 use crate::money::Cents;
 use crate::pbx::{CallChannel, ChannelError, HangupCause, LegStatus, Party};
@@ -43,12 +44,173 @@ pub struct Call {
     pub facts: CallFacts,
     /// Consent to share the caller's number is on record.
     pub consent: bool,
+    /// `require_consent` without consent, `without_consent = "static_only"`:
+    /// no ping may leave the daemon.
+    pub static_only: bool,
     /// A screening rule made the call unbillable (the rule's name).
     pub not_payable: Option<String>,
     /// Duplicate-caller rule: send straight to the backup line.
     pub straight_to_backup: bool,
     /// Duplicate-caller rule: the destination that had this caller before.
     pub prefer_destination: Option<String>,
+}
+
+impl Call {
+    /// The consent record shares rely on (see [`consent::primary`]).
+    fn consent_seq(&self) -> Option<u16> {
+        if self.consent {
+            consent::primary(&self.record.consents)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps the auction's ping rows for the sharing log.
+    pub fn note_shared(&mut self, shared: Vec<SharingRecord>) {
+        let consent_seq = self.consent_seq();
+        self.record.sharing.extend(
+            shared
+                .into_iter()
+                .map(|s| SharingRecord { consent_seq, ..s }),
+        );
+    }
+
+    /// Every leg dialled presented the caller's ID to its destination: one
+    /// sharing row each (attempts skipped before dialling shared nothing).
+    fn note_bridges(&mut self) {
+        let consent_seq = self.consent_seq();
+        let rows: Vec<SharingRecord> = self
+            .record
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.is_some())
+            .map(|a| SharingRecord {
+                channel: "bridge".into(),
+                party_kind: if a.buyer_id.is_some() {
+                    "buyer"
+                } else {
+                    "operator"
+                }
+                .into(),
+                party_id: a.buyer_id.clone().unwrap_or_else(|| "backup".into()),
+                destination_id: a.destination_id.clone(),
+                fields: vec!["caller_id".into()],
+                consent_seq,
+                shared_at: a.started_at,
+            })
+            .collect();
+        self.record.sharing.extend(rows);
+    }
+}
+
+/// What the caller did at the consent prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsentAnswer {
+    Given,
+    NotGiven,
+    OptOut,
+}
+
+/// Plays the campaign's consent prompt and waits for one key. The exact
+/// prompt, the key and the time are recorded when the caller consents.
+async fn ask_consent<C: CallChannel>(
+    channel: &mut C,
+    call: &mut Call,
+    services: &Services,
+    prompt: &PromptName,
+    key: char,
+    opt_out_key: Option<char>,
+) -> Result<ConsentAnswer, ChannelError> {
+    use crate::pbx::{CollectOutcome, CollectRequest};
+    call.record.stage_reached = call.record.stage_reached.max(Stage::Ivr);
+    if !channel.info().answered {
+        channel.answer().await?;
+    }
+    let request = CollectRequest {
+        prompt: prompt.clone(),
+        max_digits: 1,
+        timeout: std::time::Duration::from_secs(5),
+        terminator: None,
+    };
+    let pressed = match channel.collect(&request).await? {
+        CollectOutcome::Digits(d) => d,
+        CollectOutcome::Timeout { partial } => partial,
+        CollectOutcome::PromptFailed { detail } => {
+            services.metrics.prompt_failures.inc();
+            tracing::error!(%detail, "OPERATOR ALERT: consent prompt could not be played");
+            call.record.notes.push(format!(
+                "consent prompt failed: {detail}; no consent recorded"
+            ));
+            return Ok(ConsentAnswer::NotGiven);
+        }
+    };
+    let mut keys = pressed.chars();
+    let first = keys.next();
+    let single = keys.next().is_none();
+    // The step shows in the IVR path like any node, an opt-out the same way.
+    let answer = match first {
+        None => "no_input".to_string(),
+        Some(k) if single && Some(k) == opt_out_key => ivr::OPT_OUT_ANSWER.to_string(),
+        Some(_) => pressed.clone(),
+    };
+    call.record.ivr_path.push(("consent".into(), answer));
+    if !single {
+        return Ok(ConsentAnswer::NotGiven);
+    }
+    if first.is_some() && first == opt_out_key {
+        return Ok(ConsentAnswer::OptOut);
+    }
+    if first == Some(key) {
+        call.record
+            .consents
+            .push(consent::ivr_record(prompt.as_str(), &pressed, Utc::now()));
+        call.consent = true;
+        return Ok(ConsentAnswer::Given);
+    }
+    Ok(ConsentAnswer::NotGiven)
+}
+
+/// The caller pressed the opt-out key: on the do-not-call list at once
+/// (this node) and with the record (every node), a polite goodbye, done.
+async fn opt_out<C: CallChannel>(
+    channel: &mut C,
+    call: &mut Call,
+    services: &Services,
+    node: String,
+) -> Ending {
+    tracing::info!(node = %node, "caller opted out");
+    call.record.opted_out = Some(OptOut {
+        node,
+        at: Utc::now(),
+    });
+    match &call.facts.caller {
+        Some(caller) => services
+            .catalog
+            .add_do_not_call(caller, dnc::SOURCE_IVR_OPT_OUT),
+        None => call
+            .record
+            .notes
+            .push("opt-out from a caller without a number: nothing to list".into()),
+    }
+    call.record.disposition = Disposition::Rejected;
+    call.record.payable_reason = "caller opted out (do not call)".into();
+    let prompt = call
+        .route
+        .as_ref()
+        .and_then(|r| r.campaign.opt_out_prompt.clone());
+    if let Some(prompt) = prompt {
+        match channel.play(&prompt).await {
+            Ok(crate::pbx::PlayOutcome::Played) => {}
+            Ok(crate::pbx::PlayOutcome::PromptFailed { detail }) => {
+                services.metrics.prompt_failures.inc();
+                call.record
+                    .notes
+                    .push(format!("opt-out prompt failed: {detail}"));
+            }
+            Err(e) => return e.into(),
+        }
+    }
+    Ending::HangUp(HangupCause::NormalClearing)
 }
 
 /// How the flow left the call.
@@ -120,11 +282,14 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
                 recording_path: None,
                 auction_us: None,
                 consents: Vec::new(),
+                sharing: Vec::new(),
+                opted_out: None,
                 notes: Vec::new(),
             },
             route: None,
             facts: CallFacts { caller, ..Default::default() },
             consent: false,
+            static_only: false,
             not_payable: None,
             straight_to_backup: false,
             prefer_destination: None,
@@ -182,6 +347,15 @@ async fn run_stages<C: CallChannel>(
     call.record.source = Some(route.source.clone());
     call.record.currency = campaign.currency.clone();
     call.route = Some(route.clone());
+    // Consent evidence the publisher's side sent with the call.
+    let captured = consent::capture(
+        &channel.info().variables,
+        &services.config.consent,
+        Utc::now(),
+    );
+    call.record.notes.extend(captured.problems);
+    call.record.consents.extend(captured.records);
+    call.consent = !call.record.consents.is_empty();
     services
         .metrics
         .calls_in_progress
@@ -198,6 +372,16 @@ async fn run_stages<C: CallChannel>(
         tracing::info!(reason = %reason, "caller is on the blocklist");
         call.record.disposition = Disposition::Rejected;
         call.record.payable_reason = format!("caller blocked: {reason}");
+        return (Ending::HangUp(HangupCause::CallRejected), None);
+    }
+    // Do-not-call: refused here, before the IVR, like the blocklist, so no
+    // buyer (and no backup) ever learns of the call.
+    if let Some(caller) = &call.facts.caller
+        && let Some(source) = services.catalog.do_not_call(caller)
+    {
+        tracing::info!(source = %source, "caller is on the do-not-call list");
+        call.record.disposition = Disposition::Rejected;
+        call.record.payable_reason = format!("caller on the do-not-call list ({source})");
         return (Ending::HangUp(HangupCause::CallRejected), None);
     }
 
@@ -236,7 +420,7 @@ async fn run_stages<C: CallChannel>(
         {
             return (e.into(), None);
         }
-        let walked = ivr::walk(channel, ivr, &services.metrics).await;
+        let walked = ivr::walk(channel, ivr, campaign.opt_out_key, &services.metrics).await;
         let (result, error) = match walked {
             Ok(result) => (result, None),
             Err((e, partial)) => (partial, Some(e)),
@@ -247,7 +431,43 @@ async fn run_stages<C: CallChannel>(
         if let Some(e) = error {
             return (e.into(), None);
         }
+        if let Some(node) = result.opted_out {
+            return (opt_out(channel, call, services, node).await, None);
+        }
         call.record.times.ivr_done_at = Some(Utc::now());
+    }
+
+    // The IVR consent step, unless the publisher already sent evidence.
+    if let Some((prompt, key)) = &campaign.consent_step
+        && !call.consent
+    {
+        match ask_consent(channel, call, services, prompt, *key, campaign.opt_out_key).await {
+            Ok(ConsentAnswer::OptOut) => {
+                return (
+                    opt_out(channel, call, services, "consent".into()).await,
+                    None,
+                );
+            }
+            Ok(ConsentAnswer::Given | ConsentAnswer::NotGiven) => {}
+            Err(e) => return (e.into(), None),
+        }
+    }
+    if campaign.require_consent && !call.consent {
+        use crate::catalog::spec::WithoutConsent;
+        match campaign.without_consent {
+            WithoutConsent::Backup => {
+                call.record
+                    .notes
+                    .push("no consent on record: no pings, straight to the backup line".into());
+                call.straight_to_backup = true;
+            }
+            WithoutConsent::StaticOnly => {
+                call.record
+                    .notes
+                    .push("no consent on record: static-price destinations only".into());
+                call.static_only = true;
+            }
+        }
     }
     call.facts = CallFacts::derive(
         call.facts.caller.as_ref(),
@@ -286,6 +506,7 @@ async fn run_stages<C: CallChannel>(
         now: Utc::now(),
         exclude: &exclude,
         consent: call.consent,
+        static_only: call.static_only,
         test: false,
     };
     let mut presence = channel.presence();
@@ -308,6 +529,7 @@ async fn run_stages<C: CallChannel>(
         "auction closed"
     );
     call.record.bids = outcome.bids;
+    call.note_shared(outcome.shared);
     let mut offers = outcome.offers;
     if let Some(previous) = &call.prefer_destination {
         // The buyer who had this caller before goes first, if it bid.
@@ -458,6 +680,7 @@ async fn finish<C: CallChannel>(
         }
     }
     call.record.times.ended_at = Utc::now();
+    call.note_bridges();
 
     // Settle the money.
     if let (Some(route), Some(result)) = (&call.route, connected.as_ref()) {

@@ -38,6 +38,14 @@ pub enum PostbackKind {
 }
 
 impl PostbackKind {
+    /// Sent to the publisher (not a buyer).
+    pub fn is_publisher(self) -> bool {
+        matches!(
+            self,
+            PostbackKind::PublisherPayable | PostbackKind::PublisherConversion
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PostbackKind::PublisherPayable => "publisher_payable",
@@ -58,6 +66,20 @@ pub struct Pending {
     pub kind: PostbackKind,
     pub party_id: String,
     pub url: String,
+    /// The placeholders the template filled in: what the notice tells its
+    /// receiver about the call (for the sharing log).
+    pub fields: Vec<String>,
+}
+
+/// The placeholder names a template uses, deduplicated, in order.
+fn fields_of(template: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in template::placeholders(template) {
+        if !out.iter().any(|f| f == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// The URL templates of the parties involved, as the catalog has them now.
@@ -183,6 +205,7 @@ pub fn notices_for_call(record: &CallRecord, urls: &CatalogUrls) -> Vec<Pending>
             kind,
             party_id: party.to_string(),
             url: template::fill(template, values),
+            fields: fields_of(template),
         });
     };
     if record.payable
@@ -290,6 +313,7 @@ pub fn notices_for_conversion(
             kind: PostbackKind::PublisherConversion,
             party_id: publisher.clone(),
             url: template::fill(url, &values),
+            fields: fields_of(url),
         });
     }
     if let Some(url) = urls
@@ -306,6 +330,7 @@ pub fn notices_for_conversion(
             kind: PostbackKind::BuyerConversion,
             party_id: buyer_id.to_string(),
             url: template::fill(url, &values),
+            fields: fields_of(url),
         });
     }
     out
@@ -351,13 +376,14 @@ pub async fn catalog_urls(
     Ok(urls)
 }
 
-/// Enqueues the notices of newly inserted call records, in `tx`.
+/// Enqueues the notices of newly inserted call records, in `tx`; returns
+/// them (the writer logs each in the sharing log).
 pub async fn enqueue_for_calls(
     tx: &tokio_postgres::Transaction<'_>,
     records: &[&CallRecord],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<Pending>, tokio_postgres::Error> {
     if records.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let publishers: BTreeSet<&str> = records
         .iter()
@@ -379,7 +405,8 @@ pub async fn enqueue_for_calls(
         .iter()
         .flat_map(|r| notices_for_call(r, &urls))
         .collect();
-    insert(tx, &pending).await
+    insert(tx, &pending).await?;
+    Ok(pending)
 }
 
 /// Inserts `pending` rows; rows already there (same call, kind, URL and
@@ -470,6 +497,8 @@ mod tests {
             recording_path: None,
             auction_us: None,
             consents: vec![],
+            sharing: vec![],
+            opted_out: None,
             notes: vec![],
         }
     }

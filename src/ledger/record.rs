@@ -211,6 +211,30 @@ pub struct ConsentRecord {
     pub captured_at: DateTime<Utc>,
 }
 
+/// Where caller data went, once (see docs/compliance.md, "The sharing log").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingRecord {
+    /// `ping`, `bridge`, `notice`, `api`.
+    pub channel: String,
+    /// `buyer`, `publisher`, `operator` (the backup line), `admin`.
+    pub party_kind: String,
+    pub party_id: String,
+    pub destination_id: Option<String>,
+    /// Names of the fields sent (`area_code`, `number_hash`, `number`, `tag.zip`, ...).
+    pub fields: Vec<String>,
+    /// Index into [`CallRecord::consents`] of the consent relied on, if any.
+    pub consent_seq: Option<u16>,
+    pub shared_at: DateTime<Utc>,
+}
+
+/// An IVR opt-out: the caller asked never to be called again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOut {
+    /// The IVR node (or `consent`) where the key was pressed.
+    pub node: String,
+    pub at: DateTime<Utc>,
+}
+
 /// The stage timestamps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageTimes {
@@ -266,6 +290,14 @@ pub struct CallRecord {
     pub recording_path: Option<String>,
     pub auction_us: Option<u64>,
     pub consents: Vec<ConsentRecord>,
+    /// Every time this caller's data left the daemon during the call (pings,
+    /// bridges); notices are added by the writer. Absent from older journal lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sharing: Vec<SharingRecord>,
+    /// The caller pressed the campaign's opt-out key: the writer adds them
+    /// to the do-not-call list in the record's own transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opted_out: Option<OptOut>,
     /// Operator-facing remarks (a prompt that would not play, a refused command).
     pub notes: Vec<String>,
 }

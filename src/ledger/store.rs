@@ -26,11 +26,13 @@ pub async fn insert_batch(
     insert_bids(&tx, records).await?;
     insert_attempts(&tx, records).await?;
     insert_consents(&tx, records).await?;
+    insert_opt_outs(&tx, records).await?;
     let fresh: Vec<&CallRecord> = records
         .iter()
         .filter(|r| new_calls.contains(&r.call_id))
         .collect();
-    super::outbox::enqueue_for_calls(&tx, &fresh).await?;
+    let notices = super::outbox::enqueue_for_calls(&tx, &fresh).await?;
+    insert_sharing(&tx, records, &notices).await?;
     tx.commit().await?;
     Ok(new_calls.len() as u64)
 }
@@ -323,6 +325,97 @@ async fn insert_consents(
              $8::timestamptz[], $9::timestamptz[])
          ON CONFLICT (call_id, seq) DO NOTHING",
         &[&call_id, &seq, &kind, &reference, &prompt, &key, &page, &consented, &captured],
+    )
+    .await
+}
+
+/// Opted-out callers join the do-not-call list in the record's own
+/// transaction: the journal makes the opt-out as durable as the record.
+async fn insert_opt_outs(
+    tx: &tokio_postgres::Transaction<'_>,
+    records: &[CallRecord],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut number: Vec<&str> = Vec::new();
+    let mut at: Vec<DateTime<Utc>> = Vec::new();
+    for r in records {
+        if let (Some(opt_out), Some(caller)) = (&r.opted_out, &r.caller) {
+            number.push(caller);
+            at.push(opt_out.at);
+        }
+    }
+    if number.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        "INSERT INTO dnc (number, source, added_at)
+         SELECT n, $3::text, a FROM UNNEST($1::text[], $2::timestamptz[]) AS u(n, a)
+         ON CONFLICT (number) DO NOTHING",
+        &[&number, &at, &crate::compliance::dnc::SOURCE_IVR_OPT_OUT],
+    )
+    .await
+}
+
+/// The sharing log: the record's own rows (pings, bridges) and one row per
+/// notice enqueued for it. Notice rows follow the record's rows, so their
+/// `seq` is stable: a notice is enqueued only when its call is first
+/// inserted, and a replay inserts neither again.
+async fn insert_sharing(
+    tx: &tokio_postgres::Transaction<'_>,
+    records: &[CallRecord],
+    notices: &[super::outbox::Pending],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut call_id: Vec<Uuid> = Vec::new();
+    let mut seq: Vec<i16> = Vec::new();
+    let mut channel: Vec<&str> = Vec::new();
+    let mut party_kind: Vec<&str> = Vec::new();
+    let mut party_id: Vec<&str> = Vec::new();
+    let mut destination: Vec<Option<&str>> = Vec::new();
+    // Arrays of arrays must be rectangular in PostgreSQL: the field lists
+    // travel as one comma-joined text each and are split in SQL.
+    let mut fields: Vec<String> = Vec::new();
+    let mut consent_seq: Vec<Option<i16>> = Vec::new();
+    let mut shared_at: Vec<DateTime<Utc>> = Vec::new();
+    let now = Utc::now();
+    for r in records {
+        let consent = crate::compliance::consent::primary(&r.consents);
+        for (i, s) in r.sharing.iter().enumerate() {
+            call_id.push(r.call_id);
+            seq.push(i16::try_from(i).unwrap_or(i16::MAX));
+            channel.push(&s.channel);
+            party_kind.push(&s.party_kind);
+            party_id.push(&s.party_id);
+            destination.push(s.destination_id.as_deref());
+            fields.push(s.fields.join(","));
+            consent_seq.push(s.consent_seq.map(|c| i16::try_from(c).unwrap_or(i16::MAX)));
+            shared_at.push(s.shared_at);
+        }
+        let mine = notices.iter().filter(|n| n.call_id == r.call_id);
+        for (next, n) in (r.sharing.len()..).zip(mine) {
+            call_id.push(r.call_id);
+            seq.push(i16::try_from(next).unwrap_or(i16::MAX));
+            channel.push("notice");
+            party_kind.push(if n.kind.is_publisher() {
+                "publisher"
+            } else {
+                "buyer"
+            });
+            party_id.push(&n.party_id);
+            destination.push(None);
+            fields.push(n.fields.join(","));
+            consent_seq.push(consent.map(|c| i16::try_from(c).unwrap_or(i16::MAX)));
+            shared_at.push(now);
+        }
+    }
+    if call_id.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        "INSERT INTO sharing_log (call_id, seq, channel, party_kind, party_id, destination_id, fields, consent_seq, shared_at)
+         SELECT c, s, ch, pk, p, d, CASE WHEN f = '' THEN '{}'::text[] ELSE string_to_array(f, ',') END, cs, a
+         FROM UNNEST($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::int2[], $9::timestamptz[]) AS u(c, s, ch, pk, p, d, f, cs, a)
+         ON CONFLICT (call_id, seq) DO NOTHING",
+        &[&call_id, &seq, &channel, &party_kind, &party_id, &destination, &fields, &consent_seq, &shared_at],
     )
     .await
 }

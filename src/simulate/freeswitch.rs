@@ -788,6 +788,11 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             .filter_map(|(k, v)| k.strip_prefix("variable_").map(|n| (n.to_string(), v)))
             .map(|(n, v)| (n, call.ch.substitute(v)))
             .collect();
+        // The caller profile's own variables (a publisher's SIP headers).
+        for (name, value) in &call.profile.variables {
+            call.ch.vars.retain(|(n, _)| n != name);
+            call.ch.vars.push((name.clone(), value.clone()));
+        }
         let outcome = call.serve().await;
         reader.abort();
         trace = std::mem::take(&mut call.trace);
