@@ -8,6 +8,7 @@
 //! a call record. See `docs/architecture.md` for the map of modules.
 
 pub mod api;
+pub mod attestation;
 pub mod auction;
 pub mod caps;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod flow;
+pub mod fraud;
 pub mod geo;
 pub mod ledger;
 pub mod logging;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod money;
 pub mod pbx;
 pub mod phone;
+pub mod purge;
 pub mod report;
 pub mod screen;
 pub mod server;

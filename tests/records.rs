@@ -241,6 +241,7 @@ fn call(
             captured_at: arrived,
         }],
         notes: vec![],
+        attestation: None,
     }
 }
 

@@ -179,6 +179,9 @@ pub struct Campaign {
     pub bid_expiry: BidExpiryAction,
     pub ivr: Option<IvrSpec>,
     pub payout: PayoutRule,
+    /// STIR/SHAKEN rule: the weakest attestation accepted, and what happens below it.
+    pub require_attestation: Option<crate::attestation::RequiredAttestation>,
+    pub unattested: crate::attestation::UnattestedAction,
     /// Every destination that serves this campaign (enabled or not; the
     /// auction filters), in id order.
     pub destinations: Vec<Arc<Destination>>,
@@ -364,6 +367,8 @@ fn compile_campaign(c: &CampaignSpec, destinations: Vec<Arc<Destination>>) -> Ca
         bid_expiry: c.bid_expiry,
         ivr: c.ivr.clone(),
         payout: PayoutRule::from_spec(c.payout.as_ref()),
+        require_attestation: c.require_attestation,
+        unattested: c.unattested,
         destinations,
     }
 }

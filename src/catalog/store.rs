@@ -199,6 +199,22 @@ async fn load_in(db: &impl GenericClient) -> Result<CatalogDoc, StoreError> {
                 .map(|v| json_to(v, &format!("campaign {id} ivr")))
                 .transpose()?,
             payout: payout_from_row(&row)?,
+            retention_days: opt_u32(&row, "retention_days")?,
+            recording_retention_days: opt_u32(&row, "recording_retention_days")?,
+            require_attestation: row
+                .try_get::<_, Option<String>>("require_attestation")?
+                .map(|v| {
+                    json_to(
+                        serde_json::Value::String(v),
+                        "campaigns.require_attestation",
+                    )
+                })
+                .transpose()?,
+            unattested: json_to(
+                serde_json::Value::String(row.try_get("unattested_action")?),
+                "campaigns.unattested_action",
+            )?,
+            fraud_auto_block: row.try_get("fraud_auto_block")?,
             id,
         });
     }
@@ -635,9 +651,11 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
         "INSERT INTO campaigns (id, name, vertical, currency, floor_cents, auction_deadline_ms, auction_type,
                                 second_price_increment_cents, ranking, tier_margin_cents, min_talk_secs, recording,
                                 backup_dial, duplicate_window_secs, duplicate_action, bid_expiry_action, ivr,
-                                payout_kind, payout_fixed_cents, payout_share_bp, payout_min_talk_secs)
+                                payout_kind, payout_fixed_cents, payout_share_bp, payout_min_talk_secs,
+                                retention_days, recording_retention_days, require_attestation, unattested_action,
+                                fraud_auto_block)
          VALUES ($1::text, $2, $3, $4, $5::bigint, $6, $7, $8::bigint, $9, $10::bigint, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19::bigint, $20, $21)
+                 $17, $18, $19::bigint, $20, $21, $22, $23, $24, $25, $26)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, vertical = EXCLUDED.vertical,
              currency = EXCLUDED.currency, floor_cents = EXCLUDED.floor_cents,
              auction_deadline_ms = EXCLUDED.auction_deadline_ms, auction_type = EXCLUDED.auction_type,
@@ -647,7 +665,12 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
              duplicate_window_secs = EXCLUDED.duplicate_window_secs, duplicate_action = EXCLUDED.duplicate_action,
              bid_expiry_action = EXCLUDED.bid_expiry_action, ivr = EXCLUDED.ivr, payout_kind = EXCLUDED.payout_kind,
              payout_fixed_cents = EXCLUDED.payout_fixed_cents, payout_share_bp = EXCLUDED.payout_share_bp,
-             payout_min_talk_secs = EXCLUDED.payout_min_talk_secs, updated_at = now()",
+             payout_min_talk_secs = EXCLUDED.payout_min_talk_secs,
+             retention_days = EXCLUDED.retention_days,
+             recording_retention_days = EXCLUDED.recording_retention_days,
+             require_attestation = EXCLUDED.require_attestation,
+             unattested_action = EXCLUDED.unattested_action,
+             fraud_auto_block = EXCLUDED.fraud_auto_block, updated_at = now()",
         &[
             &c.id,
             &c.name,
@@ -670,6 +693,11 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
             &fixed,
             &share,
             &min_talk,
+            &to_i32(c.retention_days),
+            &to_i32(c.recording_retention_days),
+            &c.require_attestation.map(|r| r.as_str()),
+            &enum_text(&c.unattested),
+            &c.fraud_auto_block,
         ],
     )
     .await?;

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_outbox.sql",
         include_str!("../../sql/0005_outbox.sql"),
     ),
+    (
+        6,
+        "0006_retention.sql",
+        include_str!("../../sql/0006_retention.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming bidbridge's migration lock (`pg_advisory_lock`).

@@ -471,6 +471,7 @@ mod tests {
             auction_us: None,
             consents: vec![],
             notes: vec![],
+            attestation: None,
         }
     }
 

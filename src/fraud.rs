@@ -1,0 +1,1 @@
+//! Fraud signals (placeholder, filled below).
