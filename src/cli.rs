@@ -90,6 +90,21 @@ pub enum Command {
     ///
     /// Money is exact (integer cents). Example: `bidbridge report --by buyer --since 7d --format csv`.
     Report(ReportArgs),
+    /// Apply the campaigns' retention rules: hash caller numbers, delete recordings, clean the journal.
+    ///
+    /// Calls past their campaign's `retention_days` get `caller`/`caller_raw` replaced by a keyed
+    /// hash; recordings past `recording_retention_days` are deleted (only under [privacy]
+    /// recordings_dir) and their paths cleared; journal segments holding records past retention
+    /// are replayed into PostgreSQL and deleted. Money columns are never touched. Idempotent.
+    /// Prints counts per campaign. Exit status: 0 done, 1 something past retention remains.
+    Purge {
+        /// Print what would be purged without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +123,22 @@ pub struct ReportArgs {
     pub until: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::report::Format,
+    /// Fraud signals per source instead of totals: talk times clustered just past the payable
+    /// minimum, and caller numbers rotating their last digits.
+    #[arg(long)]
+    pub fraud: bool,
+    /// With --fraud: how far past the minimum counts as "just past", in percent.
+    #[arg(long, default_value_t = 10)]
+    pub margin_percent: u32,
+    /// With --fraud: leading digits rotating numbers share.
+    #[arg(long, default_value_t = 9)]
+    pub prefix_digits: u32,
+    /// With --fraud: distinct numbers in one block that flag it.
+    #[arg(long, default_value_t = 5)]
+    pub min_distinct: i64,
+    /// With --fraud: add offending numbers of campaigns with `fraud_auto_block = true` to the blocklist.
+    #[arg(long, requires = "fraud")]
+    pub auto_block: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +342,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => report(&config, args).await,
+        Command::Purge { dry_run, json } => purge(&config, dry_run, json).await,
         Command::Token(TokenCommand::New) => {
             let token = crate::api::auth::new_token();
             println!(
@@ -360,6 +392,31 @@ async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        (None, Some((since, until))) if args.fraud => {
+            let options = crate::fraud::FraudOptions {
+                margin_percent: args.margin_percent,
+                prefix_digits: args.prefix_digits,
+                min_distinct_callers: args.min_distinct,
+                ..Default::default()
+            };
+            let report = crate::fraud::build(&client, since, until, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            match args.format {
+                crate::report::Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                ),
+                _ => print!("{}", report.render()),
+            }
+            if args.auto_block {
+                let added = crate::fraud::auto_block(&client, &report)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                eprintln!("auto-block: {added} number(s) added to the blocklist");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         (None, Some((since, until))) => {
             let report = crate::report::build(&client, args.by, since, until)
                 .await
@@ -372,6 +429,30 @@ async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
     drop(client);
     let _ = driver.await;
     result
+}
+
+async fn purge(config: &Config, dry_run: bool, json: bool) -> Result<ExitCode, String> {
+    let (mut client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let result = crate::purge::run(&mut client, config, chrono::Utc::now(), dry_run).await;
+    drop(client);
+    let _ = driver.await;
+    let report = result.map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, String> {
