@@ -100,7 +100,7 @@ pub async fn build(
                  SELECT COALESCE(campaign_id, '') AS campaign, COALESCE(publisher_id, '') AS publisher,
                         COALESCE(source, '') AS source, caller, talk_ms, min_talk_secs,
                         (talk_ms >= min_talk_secs::bigint * 1000
-                         AND talk_ms * 100 <= min_talk_secs::bigint * 1000 * (100 + $3)) AS near
+                         AND talk_ms * 100 <= min_talk_secs::bigint * 1000 * (100 + $3::bigint)) AS near
                  FROM calls
                  WHERE arrived_at >= $1 AND arrived_at < $2 AND payable
                    AND min_talk_secs > 0 AND talk_ms IS NOT NULL)

@@ -788,6 +788,9 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             .filter_map(|(k, v)| k.strip_prefix("variable_").map(|n| (n.to_string(), v)))
             .map(|(n, v)| (n, call.ch.substitute(v)))
             .collect();
+        for (name, value) in &call.profile.variables {
+            call.ch.set(name, value.clone());
+        }
         let outcome = call.serve().await;
         reader.abort();
         trace = std::mem::take(&mut call.trace);

@@ -109,6 +109,10 @@ pub struct CallerProfile {
     pub dtmf: Vec<String>,
     #[serde(default)]
     pub hangup: Option<HangupSpec>,
+    /// Channel variables the fake switch adds to (or overrides in) its
+    /// connect reply, e.g. `{ sip_verstat = "TN-Validation-Failed" }`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// When a caller hangs up on their own.
