@@ -175,7 +175,7 @@ fn ast_verify_result(value: &str) -> Option<Verification> {
 
 /// `verstat=...` inside a P-Asserted-Identity (or From) header value.
 fn verstat_param(header: &str) -> Option<&str> {
-    header.split([';', '>', '?', '&']).find_map(|p| {
+    header.split([';', '>', '?', '&', '@']).find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
         k.trim().eq_ignore_ascii_case("verstat").then_some(v.trim())
     })
