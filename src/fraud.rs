@@ -290,3 +290,28 @@ pub async fn auto_block(
         )
         .await
 }
+
+/// How far back the daemon's daily auto-block looks.
+pub const AUTO_BLOCK_WINDOW_DAYS: i64 = 7;
+
+/// The daemon's daily auto-block: the last week's signals with default
+/// thresholds, applied to campaigns with `fraud_auto_block = true`. Does
+/// nothing (one cheap query) when no campaign opted in.
+pub async fn auto_block_recent(
+    client: &tokio_postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<u64, tokio_postgres::Error> {
+    let opted_in: i64 = client
+        .query_one(
+            "SELECT count(*)::bigint FROM campaigns WHERE fraud_auto_block",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if opted_in == 0 {
+        return Ok(0);
+    }
+    let since = now - chrono::Duration::days(AUTO_BLOCK_WINDOW_DAYS);
+    let report = build(client, since, now, FraudOptions::default()).await?;
+    auto_block(client, &report).await
+}

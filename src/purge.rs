@@ -469,7 +469,9 @@ async fn purge_journal(
 
 /// The daemon's purge task: every `[privacy] purge_interval_secs` (first
 /// run a minute after start), on a dedicated connection. Several nodes may
-/// run it; the purge is idempotent and guarded row by row.
+/// run it; the purge is idempotent and guarded row by row. The same task
+/// then applies the fraud auto-block of opted-in campaigns
+/// (`crate::fraud::auto_block_recent`), which is idempotent as well.
 pub fn spawn(
     config: Config,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -503,6 +505,13 @@ pub fn spawn(
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "purge failed"),
+            }
+            match crate::fraud::auto_block_recent(&client, Utc::now()).await {
+                Ok(0) => {}
+                Ok(added) => {
+                    tracing::warn!(added, "fraud auto-block: numbers added to the blocklist")
+                }
+                Err(e) => tracing::error!(error = %e, "fraud auto-block failed"),
             }
             drop(client);
             let _ = driver.await;

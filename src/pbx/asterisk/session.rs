@@ -1098,6 +1098,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stir_shaken_is_read_at_session_start_when_enabled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(GOOD_PREAMBLE).await.expect("preamble");
+            let mut buf = [0u8; 1024];
+            let mut lines = Vec::new();
+            for reply in [
+                &b"200 result=6\n"[..],
+                b"200 result=1 (1)\n",
+                b"200 result=1 (B)\n",
+                b"200 result=1 (Verification passed)\n",
+            ] {
+                let n = s.read(&mut buf).await.expect("read");
+                lines.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                s.write_all(reply).await.expect("write");
+            }
+            let _ = s.read(&mut buf).await;
+            lines
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let settings = AsteriskConfig {
+            read_stir_shaken: true,
+            ..AsteriskConfig::default()
+        };
+        let ch = AgiChannel::establish(stream, settings)
+            .await
+            .expect("establish");
+        assert_eq!(
+            crate::attestation::from_variables(&ch.info().variables, false),
+            crate::attestation::Attestation::B
+        );
+        drop(ch);
+        let lines = peer.await.expect("peer");
+        assert_eq!(
+            lines,
+            [
+                "CHANNEL STATUS\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(count)}\"\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(0,attestation)}\"\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(0,verify_result)}\"\n",
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn an_unexpected_reply_is_dropped_not_paired() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
