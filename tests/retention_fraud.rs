@@ -523,6 +523,80 @@ async fn fraud_report_flags_clustered_talk_times_and_rotating_callers() {
     );
     assert!(stdout.contains("SUSPICIOUS source farm"), "{stdout}");
     assert!(stdout.contains("+131255501"), "{stdout}");
+
+    // And `purge --dry-run` reports per campaign without changing anything.
+    std::fs::write(
+        &config_path,
+        format!(
+            "[database]\nurl = \"{}\"\n[privacy]\npurge_hash_key = \"k\"\n[records]\njournal_dir = \"{}\"\n",
+            db.config.url,
+            work.path().join("journal").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "purge",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("would purge campaign auto: 0 caller number(s) hashed (retention 30 d)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_locks_its_journal_and_drops_written_segments_once_old() {
+    let db = TestDb::migrated().await;
+    db.apply_catalog(&attestation_catalog("http://127.0.0.1:9/none", ""))
+        .await;
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = test_config(&db, journal.path());
+    config.records.segment_max_age_secs = 1;
+    let running = bidbridge::server::start(config).await.unwrap();
+    let catalog = running.services.catalog.clone();
+    assert!(eventually(Duration::from_secs(10), || async { catalog.is_loaded() }).await);
+    // `bidbridge purge` must know a daemon may be appending here.
+    assert!(bidbridge::ledger::journal::Journal::locked_by_other(
+        journal.path()
+    ));
+    let scenario = Scenario::parse(&format!(
+        "[run]\ncalls = 1\nrate_per_sec = 10.0\ntime_scale = 0.01\ntracking_number = \"+18005550100\"\n{LEGS}"
+    ))
+    .unwrap();
+    let report = bidbridge::simulate::run_freeswitch(running.esl_addr.unwrap(), &scenario).await;
+    assert_eq!(report.failed, 0);
+    let client = db.client().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            client
+                .query_one("SELECT count(*) FROM calls", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        })
+        .await
+    );
+    // The record is in PostgreSQL: its segment goes once older than 1 s,
+    // while the daemon keeps running (no new call needed).
+    let segments = || bidbridge::ledger::journal::Journal::segments(journal.path()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { segments().is_empty() }).await,
+        "journal still holds {:?}",
+        segments()
+    );
+    running.shutdown();
 }
 
 fn attestation_catalog(url: &str, extra: &str) -> String {

@@ -228,7 +228,10 @@ impl Writer {
         self.retry_database().await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut age_check = tokio::time::interval(Duration::from_secs(30));
+        // Often enough that a segment never outlives its age by much.
+        let mut age_check = tokio::time::interval(
+            (self.segment_max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+        );
         age_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
