@@ -120,12 +120,40 @@ pub async fn run(config: &Config) -> CheckReport {
         }
     }
     match crate::catalog::store::load(&mut client).await {
-        Ok(doc) => check_catalog(&doc, &mut report),
+        Ok(doc) => {
+            check_catalog(&doc, &mut report);
+            check_retention(&doc, config, &mut report);
+        }
         Err(e) => report.problem(format!("catalog: {e}")),
     }
     drop(client);
     let _ = driver.await;
     report
+}
+
+/// Retention rules the configuration cannot carry out: the purge would
+/// refuse to run (no hash key) or never delete a recording (no directory).
+pub fn check_retention(doc: &CatalogDoc, config: &Config, report: &mut CheckReport) {
+    let hashing = doc.campaigns.iter().any(|c| c.retention_days.is_some());
+    if hashing && config.privacy.hash_key(&config.auction).is_empty() {
+        report.problem(
+            "a campaign has retention_days but neither [privacy] purge_hash_key nor [auction] caller_hash_key is set: the purge cannot run",
+        );
+    }
+    let recordings = doc
+        .campaigns
+        .iter()
+        .any(|c| c.recording_retention_days.is_some());
+    if recordings && config.privacy.recordings_dir.as_os_str().is_empty() {
+        report.warn(
+            "a campaign has recording_retention_days but [privacy] recordings_dir is not set: no recording is ever deleted",
+        );
+    }
+    if (hashing || recordings) && config.privacy.purge_interval_secs == 0 {
+        report.warn(
+            "retention rules exist but [privacy] purge_interval_secs = 0: run `bidbridge purge` from cron",
+        );
+    }
 }
 
 /// The catalog rules, separate so they can be tested without a database.

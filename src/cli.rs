@@ -120,6 +120,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the campaigns' retention rules: hash caller numbers, delete recordings, clean the journal.
+    ///
+    /// Calls past their campaign's `retention_days` get `caller`/`caller_raw` replaced by a keyed
+    /// hash; recordings past `recording_retention_days` are deleted (only under [privacy]
+    /// recordings_dir) and their paths cleared; journal segments holding records past retention
+    /// are replayed into PostgreSQL and deleted. Money columns are never touched. Idempotent.
+    /// Prints counts per campaign. Exit status: 0 done, 1 something past retention remains.
+    Purge {
+        /// Print what would be purged without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +177,22 @@ pub struct ReportArgs {
     pub until: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::report::Format,
+    /// Fraud signals per source instead of totals: talk times clustered just past the payable
+    /// minimum, and caller numbers rotating their last digits.
+    #[arg(long)]
+    pub fraud: bool,
+    /// With --fraud: how far past the minimum counts as "just past", in percent.
+    #[arg(long, default_value_t = 10)]
+    pub margin_percent: u32,
+    /// With --fraud: leading digits rotating numbers share.
+    #[arg(long, default_value_t = 9)]
+    pub prefix_digits: u32,
+    /// With --fraud: distinct numbers in one block that flag it.
+    #[arg(long, default_value_t = 5)]
+    pub min_distinct: i64,
+    /// With --fraud: add offending numbers of campaigns with `fraud_auto_block = true` to the blocklist.
+    #[arg(long, requires = "fraud")]
+    pub auto_block: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +399,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
         Command::Report(args) => report(&config, args).await,
         Command::Dnc(command) => dnc(&config, command).await,
         Command::Sharing { caller, json } => sharing(&config, &caller, json).await,
+        Command::Purge { dry_run, json } => purge(&config, dry_run, json).await,
         Command::Token(TokenCommand::New) => {
             let token = crate::api::auth::new_token();
             println!(
@@ -414,6 +446,31 @@ async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
                 let text = serde_json::to_string_pretty(&lines).map_err(|e| e.to_string())?;
                 std::fs::write(&path, text + "\n")
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, Some((since, until))) if args.fraud => {
+            let options = crate::fraud::FraudOptions {
+                margin_percent: args.margin_percent,
+                prefix_digits: args.prefix_digits,
+                min_distinct_callers: args.min_distinct,
+                ..Default::default()
+            };
+            let report = crate::fraud::build(&client, since, until, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            match args.format {
+                crate::report::Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                ),
+                _ => print!("{}", report.render()),
+            }
+            if args.auto_block {
+                let added = crate::fraud::auto_block(&client, &report)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                eprintln!("auto-block: {added} number(s) added to the blocklist");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -550,6 +607,30 @@ async fn sharing(config: &Config, caller: &str, json: bool) -> Result<ExitCode, 
         print!("{}", crate::compliance::sharing::render(&number, &rows));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn purge(config: &Config, dry_run: bool, json: bool) -> Result<ExitCode, String> {
+    let (mut client, connection) = crate::db::connect_dedicated(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let result = crate::purge::run(&mut client, config, chrono::Utc::now(), dry_run).await;
+    drop(client);
+    let _ = driver.await;
+    let report = result.map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, String> {

@@ -47,6 +47,7 @@ pub struct Config {
     pub consent: ConsentConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
+    pub privacy: PrivacyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +178,10 @@ pub struct CallsConfig {
     pub failsafe_grace_secs: u64,
     /// Prompt played before hanging up a call that no one would take.
     pub sorry_prompt: String,
+    /// Believe the `attest` level of an Identity header that no verstat /
+    /// verify_result vouches for (only behind an SBC that strips unverified
+    /// Identity headers; docs/retention-and-fraud.md).
+    pub trust_unverified_identity: bool,
 }
 
 impl Default for CallsConfig {
@@ -189,6 +194,7 @@ impl Default for CallsConfig {
             max_attempts: 5,
             failsafe_grace_secs: 10,
             sorry_prompt: "bidbridge/sorry".to_string(),
+            trust_unverified_identity: false,
         }
     }
 }
@@ -284,6 +290,10 @@ pub struct AsteriskConfig {
     /// Context of the `U()` answer routine that stamps the buyer's answer
     /// time (shipped in dialplan/asterisk/extensions_bidbridge.conf).
     pub answered_context: String,
+    /// At session start, read `${STIR_SHAKEN(0,attestation)}` and
+    /// `${STIR_SHAKEN(0,verify_result)}` with GET FULL VARIABLE (three quick
+    /// commands, best effort). Off by default: needs res_stir_shaken loaded.
+    pub read_stir_shaken: bool,
 }
 
 impl Default for AsteriskConfig {
@@ -293,6 +303,7 @@ impl Default for AsteriskConfig {
             sip_template: "PJSIP/bidbridge-out/{uri}".to_string(),
             extension_template: "Local/{extension}@{context}".to_string(),
             answered_context: "bidbridge-answered".to_string(),
+            read_stir_shaken: false,
         }
     }
 }
@@ -310,6 +321,11 @@ pub struct RecordsConfig {
     pub batch_size: usize,
     /// The writer flushes at least this often when records are waiting.
     pub flush_interval_ms: u64,
+    /// A journal segment whose records are all in PostgreSQL is deleted
+    /// once it is this old, so caller numbers do not linger on local disk
+    /// past a campaign's retention (keep it well below the shortest
+    /// `retention_days`).
+    pub segment_max_age_secs: u64,
 }
 
 impl Default for RecordsConfig {
@@ -320,6 +336,7 @@ impl Default for RecordsConfig {
             queue_capacity: 100_000,
             batch_size: 500,
             flush_interval_ms: 100,
+            segment_max_age_secs: 3600,
         }
     }
 }
@@ -411,6 +428,44 @@ impl Default for CatalogConfig {
         CatalogConfig {
             refresh_secs: 60,
             notify_debounce_ms: 50,
+        }
+    }
+}
+
+/// Data retention (docs/retention-and-fraud.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// HMAC-SHA256 key for the hash that replaces purged caller numbers;
+    /// empty: `[auction] caller_hash_key`. Same on every node, never rotated
+    /// casually (a new key makes old and new hashes of one number differ).
+    pub purge_hash_key: String,
+    /// The only directory recordings are deleted from; a `recording_path`
+    /// outside it is cleared from nothing and reported. Empty: recording
+    /// files are never deleted.
+    pub recordings_dir: PathBuf,
+    /// How often the daemon runs the purge; 0 turns the task off (then run
+    /// `bidbridge purge` from cron).
+    pub purge_interval_secs: u64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            purge_hash_key: String::new(),
+            recordings_dir: PathBuf::new(),
+            purge_interval_secs: 86_400,
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// The key purged numbers are hashed with.
+    pub fn hash_key<'a>(&'a self, auction: &'a AuctionConfig) -> &'a str {
+        if self.purge_hash_key.is_empty() {
+            &auction.caller_hash_key
+        } else {
+            &self.purge_hash_key
         }
     }
 }

@@ -8,6 +8,7 @@
 //! a call record. See `docs/architecture.md` for the map of modules.
 
 pub mod api;
+pub mod attestation;
 pub mod auction;
 pub mod bench;
 pub mod caps;
@@ -18,6 +19,7 @@ pub mod compliance;
 pub mod config;
 pub mod db;
 pub mod flow;
+pub mod fraud;
 pub mod geo;
 pub mod ledger;
 pub mod logging;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod money;
 pub mod pbx;
 pub mod phone;
+pub mod purge;
 pub mod report;
 pub mod screen;
 pub mod server;

@@ -163,6 +163,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 return;
             }
             let caps_maintenance = caps.spawn_maintenance();
+            // Retention: hash old caller numbers, delete old recordings.
+            let purge = crate::purge::spawn(config.clone(), shutdown.clone());
             let stats_refresh = stats.spawn_refresh(pool.clone());
             let refresher = cache::spawn_refresher(
                 catalog.clone(),
@@ -224,6 +226,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
             refresher.abort();
             caps_maintenance.abort();
+            if let Some(purge) = purge {
+                purge.abort();
+            }
             stats_refresh.abort();
             if let Some(http) = http {
                 let _ = tokio::time::timeout(Duration::from_secs(2), http).await;

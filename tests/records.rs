@@ -243,6 +243,7 @@ fn call(
         sharing: vec![],
         opted_out: None,
         notes: vec![],
+        attestation: None,
     }
 }
 

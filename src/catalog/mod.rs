@@ -185,6 +185,9 @@ pub struct Campaign {
     pub without_consent: WithoutConsent,
     pub opt_out_key: Option<char>,
     pub opt_out_prompt: Option<PromptName>,
+    /// STIR/SHAKEN rule: the weakest attestation accepted, and what happens below it.
+    pub require_attestation: Option<crate::attestation::RequiredAttestation>,
+    pub unattested: crate::attestation::UnattestedAction,
     /// Every destination that serves this campaign (enabled or not; the
     /// auction filters), in id order.
     pub destinations: Vec<Arc<Destination>>,
@@ -378,6 +381,8 @@ fn compile_campaign(c: &CampaignSpec, destinations: Vec<Arc<Destination>>) -> Ca
         without_consent: c.without_consent,
         opt_out_key: c.opt_out_key.as_deref().and_then(|k| k.chars().next()),
         opt_out_prompt: c.opt_out_prompt.clone(),
+        require_attestation: c.require_attestation,
+        unattested: c.unattested,
         destinations,
     }
 }

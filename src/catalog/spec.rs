@@ -269,6 +269,23 @@ pub struct CampaignSpec {
     /// Played after an opt-out, before hanging up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_out_prompt: Option<PromptName>,
+    /// Days a call's caller number is kept; then `bidbridge purge` replaces
+    /// it by a keyed hash. Absent: kept for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Days a call's recording is kept; then the purge deletes the file.
+    /// Absent: kept for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_retention_days: Option<u32>,
+    /// STIR/SHAKEN: the weakest attestation accepted (`"A"`, `"B"`, `"C"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_attestation: Option<crate::attestation::RequiredAttestation>,
+    /// What happens to a call below `require_attestation`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unattested: crate::attestation::UnattestedAction,
+    /// Sources tripping a fraud signal get their offending numbers blocked.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub fraud_auto_block: bool,
 }
 
 /// What a `require_consent` campaign does with a call that has no consent.
@@ -682,6 +699,16 @@ impl CatalogDoc {
             }
             if let Some(payout) = &c.payout {
                 check_payout(payout, &entry, "payout", &mut push);
+            }
+            if c.retention_days == Some(0) {
+                push(entry.clone(), "retention_days", "must be at least 1".into());
+            }
+            if c.recording_retention_days == Some(0) {
+                push(
+                    entry.clone(),
+                    "recording_retention_days",
+                    "must be at least 1".into(),
+                );
             }
             if let Some(ivr) = &c.ivr {
                 for (field, message) in ivr.problems() {

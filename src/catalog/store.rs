@@ -217,6 +217,22 @@ async fn load_in(db: &impl GenericClient) -> Result<CatalogDoc, StoreError> {
             )?,
             opt_out_key: row.try_get("opt_out_key")?,
             opt_out_prompt: opt_prompt(&row, "opt_out_prompt")?,
+            retention_days: opt_u32(&row, "retention_days")?,
+            recording_retention_days: opt_u32(&row, "recording_retention_days")?,
+            require_attestation: row
+                .try_get::<_, Option<String>>("require_attestation")?
+                .map(|v| {
+                    json_to(
+                        serde_json::Value::String(v),
+                        "campaigns.require_attestation",
+                    )
+                })
+                .transpose()?,
+            unattested: json_to(
+                serde_json::Value::String(row.try_get("unattested_action")?),
+                "campaigns.unattested_action",
+            )?,
+            fraud_auto_block: row.try_get("fraud_auto_block")?,
             id,
         });
     }
@@ -655,9 +671,10 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
                                 backup_dial, duplicate_window_secs, duplicate_action, bid_expiry_action, ivr,
                                 payout_kind, payout_fixed_cents, payout_share_bp, payout_min_talk_secs,
                                 consent_prompt, consent_key, require_consent, without_consent, opt_out_key,
-                                opt_out_prompt)
+                                opt_out_prompt, retention_days, recording_retention_days, require_attestation,
+                                unattested_action, fraud_auto_block)
          VALUES ($1::text, $2, $3, $4, $5::bigint, $6, $7, $8::bigint, $9, $10::bigint, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19::bigint, $20, $21, $22, $23, $24, $25, $26, $27)
+                 $17, $18, $19::bigint, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, vertical = EXCLUDED.vertical,
              currency = EXCLUDED.currency, floor_cents = EXCLUDED.floor_cents,
              auction_deadline_ms = EXCLUDED.auction_deadline_ms, auction_type = EXCLUDED.auction_type,
@@ -670,7 +687,12 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
              payout_min_talk_secs = EXCLUDED.payout_min_talk_secs, consent_prompt = EXCLUDED.consent_prompt,
              consent_key = EXCLUDED.consent_key, require_consent = EXCLUDED.require_consent,
              without_consent = EXCLUDED.without_consent, opt_out_key = EXCLUDED.opt_out_key,
-             opt_out_prompt = EXCLUDED.opt_out_prompt, updated_at = now()",
+             opt_out_prompt = EXCLUDED.opt_out_prompt,
+             retention_days = EXCLUDED.retention_days,
+             recording_retention_days = EXCLUDED.recording_retention_days,
+             require_attestation = EXCLUDED.require_attestation,
+             unattested_action = EXCLUDED.unattested_action,
+             fraud_auto_block = EXCLUDED.fraud_auto_block, updated_at = now()",
         &[
             &c.id,
             &c.name,
@@ -699,6 +721,11 @@ async fn upsert_campaign(db: &impl GenericClient, c: &CampaignSpec) -> Result<()
             &enum_text(&c.without_consent),
             &c.opt_out_key,
             &c.opt_out_prompt.as_ref().map(PromptName::as_str),
+            &to_i32(c.retention_days),
+            &to_i32(c.recording_retention_days),
+            &c.require_attestation.map(|r| r.as_str()),
+            &enum_text(&c.unattested),
+            &c.fraud_auto_block,
         ],
     )
     .await?;

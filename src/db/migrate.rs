@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_consent.sql",
         include_str!("../../sql/0006_consent.sql"),
     ),
+    (
+        7,
+        "0007_retention.sql",
+        include_str!("../../sql/0007_retention.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming bidbridge's migration lock (`pg_advisory_lock`).

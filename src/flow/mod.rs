@@ -248,6 +248,10 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
         tracing::info!(caller = %info.caller_id_number, dialed = %info.dialed_number, "call arrived");
         let now = Utc::now();
         let caller = E164::normalize(&info.caller_id_number);
+        let attestation = crate::attestation::from_variables(
+            &info.variables,
+            services.config.calls.trust_unverified_identity,
+        );
         let mut call = Call {
             record: CallRecord {
                 call_id,
@@ -285,6 +289,7 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
                 sharing: Vec::new(),
                 opted_out: None,
                 notes: Vec::new(),
+                attestation: Some(attestation),
             },
             route: None,
             facts: CallFacts { caller, ..Default::default() },
@@ -383,6 +388,33 @@ async fn run_stages<C: CallChannel>(
         call.record.disposition = Disposition::Rejected;
         call.record.payable_reason = format!("caller on the do-not-call list ({source})");
         return (Ending::HangUp(HangupCause::CallRejected), None);
+    }
+
+    // STIR/SHAKEN: below the campaign's level, no buyer gets this caller
+    // (backup) or no buyer pays for it (not_payable).
+    if let Some(required) = campaign.require_attestation {
+        use crate::attestation::{Attestation, UnattestedAction};
+        let attestation = call.record.attestation.unwrap_or(Attestation::None);
+        if !attestation.meets(required) {
+            let why = format!(
+                "STIR/SHAKEN attestation {} below the campaign's required {}",
+                attestation.as_str(),
+                required.as_str()
+            );
+            tracing::info!(attestation = attestation.as_str(), required = required.as_str(), action = ?campaign.unattested, "caller below the required attestation");
+            match campaign.unattested {
+                UnattestedAction::Backup => {
+                    call.record
+                        .notes
+                        .push(format!("{why}: sent to the backup line, no buyer pinged"));
+                    call.straight_to_backup = true;
+                }
+                UnattestedAction::NotPayable => {
+                    call.record.notes.push(format!("{why}: not payable"));
+                    call.not_payable = Some(why);
+                }
+            }
+        }
     }
 
     if let (Some(rule), Some(caller)) = (&campaign.duplicate, &call.facts.caller)

@@ -12,6 +12,13 @@
 //! skipped with a warning: it belongs to a batch that was never
 //! acknowledged as durable, so no call was told its record was safe.
 //!
+//! Retention: a segment whose records are all in PostgreSQL is also
+//! deleted once older than `records.segment_max_age_secs`, so caller
+//! numbers do not outlive a campaign's retention here. The journal holds
+//! an advisory lock on `journal.lock` while open, so `bidbridge purge`
+//! (crate::purge) knows whether a daemon may be appending to the newest
+//! segment.
+//!
 //! The journal is bounded (`records.journal_max_bytes`): past 80 % it
 //! raises an alarm; when full it refuses appends, and the writer keeps the
 //! records in memory and reports the node not ready.
@@ -25,6 +32,7 @@ use super::record::CallRecord;
 
 const PREFIX: &str = "records-";
 const SUFFIX: &str = ".jsonl";
+const LOCK_FILE: &str = "journal.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -39,6 +47,7 @@ struct Segment {
     file: File,
     bytes: u64,
     records: u64,
+    opened_at: std::time::Instant,
 }
 
 pub struct Journal {
@@ -48,6 +57,8 @@ pub struct Journal {
     /// Closed segments whose records may not all be in PostgreSQL yet.
     backlog: VecDeque<(PathBuf, u64)>,
     next_seq: u64,
+    /// Held for the journal's lifetime (advisory; see the module doc).
+    _lock: Option<File>,
 }
 
 /// What a replayed segment held.
@@ -85,13 +96,74 @@ impl Journal {
         }
         found.sort();
         let next_seq = found.last().map(|(s, _, _)| s + 1).unwrap_or(1);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .ok()
+            .filter(|f| match f.try_lock() {
+                Ok(()) => true,
+                Err(e) => {
+                    // Another process uses this journal directory; the
+                    // writer works as before, the lock is only advisory.
+                    tracing::warn!(dir = %dir.display(), error = %e, "journal lock held by another process");
+                    false
+                }
+            });
         Ok(Journal {
             dir: dir.to_path_buf(),
             max_bytes,
             current: None,
             backlog: found.into_iter().map(|(_, p, b)| (p, b)).collect(),
             next_seq,
+            _lock: lock,
         })
+    }
+
+    /// Segment files in `dir`, oldest first (none if `dir` does not exist).
+    pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut found: Vec<(u64, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| seq_of(&e.path()).map(|seq| (seq, e.path())))
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Whether another process (a running daemon) holds `dir`'s journal lock.
+    pub fn locked_by_other(dir: &Path) -> bool {
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+        else {
+            // Cannot even open it: assume the worst.
+            return dir.exists();
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// How long the current segment has been open.
+    pub fn current_age(&self) -> Option<std::time::Duration> {
+        self.current.as_ref().map(|s| s.opened_at.elapsed())
     }
 
     /// Bytes held by all segments.
@@ -149,6 +221,7 @@ impl Journal {
                 file,
                 bytes: 0,
                 records: 0,
+                opened_at: std::time::Instant::now(),
             });
         }
         match self.current.as_mut() {
@@ -235,7 +308,9 @@ impl Journal {
     /// A backlog segment is fully in the database: forget and delete it.
     pub fn remove_backlog(&mut self, path: &Path) {
         self.backlog.retain(|(p, _)| p != path);
-        if let Err(e) = fs::remove_file(path) {
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
             tracing::warn!(path = %path.display(), error = %e, "could not delete a replayed journal segment");
         }
     }

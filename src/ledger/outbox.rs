@@ -500,6 +500,7 @@ mod tests {
             sharing: vec![],
             opted_out: None,
             notes: vec![],
+            attestation: None,
         }
     }
 

@@ -300,6 +300,10 @@ pub struct CallRecord {
     pub opted_out: Option<OptOut>,
     /// Operator-facing remarks (a prompt that would not play, a refused command).
     pub notes: Vec<String>,
+    /// The caller's STIR/SHAKEN attestation as the switch reported it;
+    /// absent from older journal lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attestation::Attestation>,
 }
 
 impl CallRecord {

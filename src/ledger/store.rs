@@ -88,6 +88,7 @@ async fn insert_calls(
     let mut recording: Vec<Option<&str>> = Vec::new();
     let mut auction_us: Vec<Option<i64>> = Vec::new();
     let mut notes: Vec<serde_json::Value> = Vec::new();
+    let mut attestation: Vec<Option<&str>> = Vec::new();
     for r in records {
         call_id.push(r.call_id);
         node_id.push(&r.node_id);
@@ -129,19 +130,21 @@ async fn insert_calls(
         recording.push(r.recording_path.as_deref());
         auction_us.push(ms(r.auction_us));
         notes.push(json(&r.notes));
+        attestation.push(r.attestation.map(|a| a.as_str()));
     }
     let rows = tx.query(
         "INSERT INTO calls (call_id, node_id, pbx, channel_id, caller, caller_raw, tracking_number, campaign_id,
              publisher_id, source, disposition, stage_reached, arrived_at, ivr_done_at, auction_closed_at,
              first_ring_at, answered_at, ended_at, ivr_tags, ivr_path, winner_buyer_id, winner_destination_id,
              winner_bid_id, price_bid_cents, price_charged_cents, currency, talk_ms, min_talk_secs, payable,
-             payable_reason, revenue_cents, payout_cents, hangup_cause, hung_up_by, recording_path, auction_us, notes)
+             payable_reason, revenue_cents, payout_cents, hangup_cause, hung_up_by, recording_path, auction_us, notes,
+             attestation)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
              $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
              $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $19::jsonb[],
              $20::jsonb[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::bigint[], $26::bpchar[],
              $27::bigint[], $28::int[], $29::bool[], $30::text[], $31::bigint[], $32::bigint[], $33::text[],
-             $34::text[], $35::text[], $36::bigint[], $37::jsonb[])
+             $34::text[], $35::text[], $36::bigint[], $37::jsonb[], $38::text[])
          ON CONFLICT (call_id) DO NOTHING
          RETURNING call_id",
         &[
@@ -182,6 +185,7 @@ async fn insert_calls(
             &recording,
             &auction_us,
             &notes,
+            &attestation,
         ],
     )
     .await?;

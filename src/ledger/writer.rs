@@ -169,6 +169,7 @@ pub fn start(
         stats: stats.clone(),
         database: database.clone(),
         batch_size: records.batch_size,
+        segment_max_age: Duration::from_secs(records.segment_max_age_secs.max(1)),
         client: None,
         pending: VecDeque::new(),
         unjournaled: 0,
@@ -208,6 +209,8 @@ struct Writer {
     stats: Arc<WriterStats>,
     database: DatabaseConfig,
     batch_size: usize,
+    /// A fully written segment older than this is deleted (retention).
+    segment_max_age: Duration,
     client: Option<tokio_postgres::Client>,
     /// Records acknowledged (or unjournalable) but not yet in PostgreSQL,
     /// oldest first.
@@ -225,6 +228,11 @@ impl Writer {
         self.retry_database().await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Often enough that a segment never outlives its age by much.
+        let mut age_check = tokio::time::interval(
+            (self.segment_max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+        );
+        age_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -235,6 +243,7 @@ impl Writer {
                 _ = retry.tick(), if self.outage || !self.journal.backlog_segments().is_empty() => {
                     self.retry_database().await;
                 }
+                _ = age_check.tick() => self.rotate_if_old(),
                 _ = shutdown.changed() => break,
             }
         }
@@ -357,10 +366,31 @@ impl Writer {
         }
         // Everything acknowledged is in the database: the current segment
         // may go once it is big enough to be worth a new file.
-        if self.journal.current_bytes() > ROTATE_BYTES {
+        if self.journal.current_bytes() > ROTATE_BYTES
+            || self
+                .journal
+                .current_age()
+                .is_some_and(|age| age > self.segment_max_age)
+        {
             self.journal.discard_current();
         }
         self.publish_journal_stats();
+    }
+
+    /// Deletes the current segment when every record in it is in
+    /// PostgreSQL and it is older than `segment_max_age`: an idle node
+    /// must not keep caller numbers on disk past retention.
+    fn rotate_if_old(&mut self) {
+        if !self.outage
+            && self.pending.is_empty()
+            && self
+                .journal
+                .current_age()
+                .is_some_and(|age| age > self.segment_max_age)
+        {
+            self.journal.discard_current();
+            self.publish_journal_stats();
+        }
     }
 
     fn enter_outage(&mut self, error: &str) {
@@ -381,6 +411,11 @@ impl Writer {
             return;
         }
         for path in self.journal.backlog_segments() {
+            if !path.exists() {
+                // `bidbridge purge` replayed and removed it.
+                self.journal.remove_backlog(&path);
+                continue;
+            }
             let contents = match Journal::read_segment(&path) {
                 Ok(c) => c,
                 Err(e) => {

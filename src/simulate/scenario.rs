@@ -115,8 +115,9 @@ pub struct CallerProfile {
     pub dtmf: Vec<String>,
     #[serde(default)]
     pub hangup: Option<HangupSpec>,
-    /// Extra channel variables the switch hands over with the call, e.g.
-    /// `{ "sip_h_X-Consent-Id" = "c-1" }` (SIP headers arrive as `sip_h_*`).
+    /// Channel variables the switch hands over with the call (added to or
+    /// overriding its connect reply), e.g. `{ "sip_h_X-Consent-Id" = "c-1" }`
+    /// (SIP headers arrive as `sip_h_*`) or `{ sip_verstat = "TN-Validation-Failed" }`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub variables: std::collections::BTreeMap<String, String>,
 }

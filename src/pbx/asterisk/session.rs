@@ -49,6 +49,8 @@ use crate::pbx::{
 pub const PREAMBLE_LIMIT: Duration = Duration::from_secs(5);
 /// Replies to commands that do not wait on the caller (variables, status).
 const QUICK_LIMIT: Duration = Duration::from_secs(5);
+/// Reading STIR/SHAKEN at session start delays the call: keep it short.
+const STIR_LIMIT: Duration = Duration::from_millis(500);
 /// ANSWER waits up to 500 ms for media (f7); generous bound.
 const ANSWER_LIMIT: Duration = Duration::from_secs(10);
 /// Prompts and digit collection: bounded by their own length and timeout,
@@ -380,7 +382,57 @@ impl AgiChannel {
             // A 511 here: the caller left before we started; the flow finds out.
             Err(e) => tracing::debug!(error = %e, "CHANNEL STATUS at session start"),
         }
+        if channel.settings.read_stir_shaken {
+            channel.read_stir_shaken().await;
+        }
         Ok(channel)
+    }
+
+    /// Best effort: copies the first STIR/SHAKEN result on the channel
+    /// (res_stir_shaken's `STIR_SHAKEN()` function) into the call's
+    /// variables, where `crate::attestation` reads it. At most three quick
+    /// commands; any error leaves the call without attestation (`none`),
+    /// never fails it.
+    async fn read_stir_shaken(&mut self) {
+        let mut read = async |expr: &str| -> Option<String> {
+            match self
+                .command(
+                    &Command::GetFullVariable {
+                        expr: expr.to_string(),
+                    },
+                    Some(STIR_LIMIT),
+                )
+                .await
+            {
+                Ok(reply) if reply.result_int() == Some(1) => {
+                    reply.data().map(|d| d.trim().to_string())
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, expr, "reading STIR/SHAKEN from Asterisk");
+                    None
+                }
+            }
+        };
+        let count = read("${STIR_SHAKEN(count)}")
+            .await
+            .and_then(|c| c.parse::<u32>().ok())
+            .unwrap_or(0);
+        if count == 0 {
+            return;
+        }
+        let attestation = read("${STIR_SHAKEN(0,attestation)}").await;
+        let verify = read("${STIR_SHAKEN(0,verify_result)}").await;
+        if let Some(a) = attestation.filter(|a| !a.is_empty()) {
+            self.info
+                .variables
+                .insert(crate::attestation::AST_ATTESTATION_VAR.into(), a);
+        }
+        if let Some(v) = verify.filter(|v| !v.is_empty()) {
+            self.info
+                .variables
+                .insert(crate::attestation::AST_VERIFY_RESULT_VAR.into(), v);
+        }
     }
 
     /// The channel name Asterisk gave (`agi_channel`).
@@ -1043,6 +1095,53 @@ mod tests {
         .outcome();
         assert_eq!(o.ended_by, Some(Party::Caller));
         assert_eq!(o.talk_time, None, "no stamp, no invented talk time");
+    }
+
+    #[tokio::test]
+    async fn stir_shaken_is_read_at_session_start_when_enabled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(GOOD_PREAMBLE).await.expect("preamble");
+            let mut buf = [0u8; 1024];
+            let mut lines = Vec::new();
+            for reply in [
+                &b"200 result=6\n"[..],
+                b"200 result=1 (1)\n",
+                b"200 result=1 (B)\n",
+                b"200 result=1 (Verification passed)\n",
+            ] {
+                let n = s.read(&mut buf).await.expect("read");
+                lines.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                s.write_all(reply).await.expect("write");
+            }
+            let _ = s.read(&mut buf).await;
+            lines
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let settings = AsteriskConfig {
+            read_stir_shaken: true,
+            ..AsteriskConfig::default()
+        };
+        let ch = AgiChannel::establish(stream, settings)
+            .await
+            .expect("establish");
+        assert_eq!(
+            crate::attestation::from_variables(&ch.info().variables, false),
+            crate::attestation::Attestation::B
+        );
+        drop(ch);
+        let lines = peer.await.expect("peer");
+        assert_eq!(
+            lines,
+            [
+                "CHANNEL STATUS\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(count)}\"\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(0,attestation)}\"\n",
+                "GET FULL VARIABLE \"${STIR_SHAKEN(0,verify_result)}\"\n",
+            ]
+        );
     }
 
     #[tokio::test]
