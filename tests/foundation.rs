@@ -414,6 +414,9 @@ async fn sigterm_drains_a_call_in_progress_instead_of_cutting_it() {
             "linger" => fs
                 .write_all(b"Content-Type: command/reply\nReply-Text: +OK will linger\n\n")
                 .unwrap(),
+            "nixevent" => fs
+                .write_all(b"Content-Type: command/reply\nReply-Text: +OK events nixed\n\n")
+                .unwrap(),
             _ => {
                 fs.write_all(b"Content-Type: command/reply\nReply-Text: +OK\n\n")
                     .unwrap();
@@ -481,12 +484,15 @@ async fn sigterm_drains_a_call_in_progress_instead_of_cutting_it() {
     }
     assert!(status.success(), "exit status {status:?}\n{stderr}");
     assert!(stderr.contains("draining"), "{stderr}");
-    // Every line about the call carries its call id.
+    // Every line about the call carries its call id (at info level: the
+    // one line that sums the call up, and any warning on its way).
     let call_lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("call arrived") || l.contains("call settled"))
+        .filter(|l| {
+            l.contains("call settled") || l.contains("hanging up") || l.contains("caller hung up")
+        })
         .collect();
-    assert_eq!(call_lines.len(), 2, "{stderr}");
+    assert!(!call_lines.is_empty(), "{stderr}");
     assert!(
         call_lines.iter().all(|l| l.contains("call_id=")),
         "{call_lines:?}"

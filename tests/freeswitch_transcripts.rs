@@ -97,6 +97,8 @@ publisher = "pub"
 fn synthesized_reply(command: &str, hung_up: bool, last_set_complete: Option<&str>) -> Vec<String> {
     match verb(command) {
         "resume" => vec!["Content-Type: command/reply\nReply-Text: +OK\n\n".into()],
+        // mod_event_socket.c's reply to a nixevent naming at least one event.
+        "nixevent" => vec!["Content-Type: command/reply\nReply-Text: +OK events nixed\n\n".into()],
         "api" => {
             let body = "+OK\n";
             vec![format!(

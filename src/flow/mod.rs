@@ -245,7 +245,9 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
     let span = tracing::info_span!("call", call_id = %call_id, pbx = info.pbx.as_str(), channel = %info.channel_id);
     async move {
         services.metrics.session_started();
-        tracing::info!(caller = %info.caller_id_number, dialed = %info.dialed_number, "call arrived");
+        // One info line per call ("call settled"); the rest is debug, so a
+        // busy switch does not cost several formatted stderr lines per call.
+        tracing::debug!(caller = %info.caller_id_number, dialed = %info.dialed_number, "call arrived");
         let now = Utc::now();
         let caller = E164::normalize(&info.caller_id_number);
         let attestation = crate::attestation::from_variables(
@@ -311,8 +313,11 @@ pub async fn handle_call<C: CallChannel>(mut channel: C, services: Arc<Services>
             .get_or_create(&CallLabels { campaign, disposition: call.record.disposition.as_str().into() })
             .inc();
         tracing::info!(
+            dialed = %call.record.tracking_number,
             disposition = call.record.disposition.as_str(),
             stage = call.record.stage_reached.as_str(),
+            auction_us = call.record.auction_us,
+            bids = call.record.bids.len(),
             payable = call.record.payable,
             revenue = %call.record.revenue,
             "call settled"
@@ -554,7 +559,7 @@ async fn run_stages<C: CallChannel>(
     record_auction_metrics(services, &campaign.id, &outcome);
     call.record.auction_us = Some(outcome.took.as_micros() as u64);
     call.record.times.auction_closed_at = Some(Utc::now());
-    tracing::info!(
+    tracing::debug!(
         took_us = outcome.took.as_micros() as u64,
         pinged = outcome.pinged,
         offers = outcome.offers.len(),

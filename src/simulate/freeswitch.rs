@@ -694,6 +694,9 @@ struct Call {
     trace: CallTrace,
     connected: bool,
     events_on: bool,
+    /// Event names switched off with `nixevent` (FreeSWITCH clears their
+    /// `event_list` entries, so they never reach the socket).
+    nixed: Vec<String>,
     linger: Option<Option<u64>>,
     state: State,
     queue: VecDeque<App>,
@@ -767,6 +770,7 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             trace: std::mem::take(&mut trace),
             connected: false,
             events_on: false,
+            nixed: Vec::new(),
             linger: None,
             state: State::Live,
             queue: VecDeque::new(),
@@ -828,6 +832,12 @@ impl Call {
             return Ok(());
         }
         let tpl = self.tpl.get(name)?;
+        if !self.nixed.is_empty()
+            && let Some((_, event_name)) = tpl.headers.iter().find(|(k, _)| k == "Event-Name")
+            && self.nixed.iter().any(|n| n == event_name)
+        {
+            return Ok(());
+        }
         let bridge_tpl = self.tpl.get("CHANNEL_BRIDGE")?;
         let now = self.clock.now_us();
         let headers = self.ch.headers(tpl, bridge_tpl, now, extra);
@@ -986,10 +996,17 @@ impl Call {
             }
             "myevents" => {
                 self.events_on = true;
+                self.nixed.clear();
                 self.send(&reply("+OK Events Enabled")).await?;
             }
             "event" => {
                 self.events_on = true;
+                let words: Vec<String> = rest.split(' ').map(|w| w.to_ascii_uppercase()).collect();
+                if words.iter().any(|w| w == "ALL") {
+                    self.nixed.clear();
+                } else {
+                    self.nixed.retain(|n| !words.contains(n));
+                }
                 let format = if rest.starts_with("json") {
                     "json"
                 } else {
@@ -1016,10 +1033,29 @@ impl Call {
             "resume" => self.send(&reply("+OK")).await?,
             "noevents" => {
                 self.events_on = false;
+                self.nixed.clear();
                 self.send(&reply("+OK no longer listening for events"))
                     .await?;
             }
-            "nixevent" => self.send(&reply("+OK events nixed")).await?,
+            // mod_event_socket clears each named event's `event_list` entry
+            // (names it does not know are skipped) and answers
+            // `+OK events nixed`; with no names, `-ERR no keywords supplied`.
+            "nixevent" => {
+                let names: Vec<String> = rest
+                    .split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(|w| w.to_ascii_uppercase())
+                    .collect();
+                if names.is_empty() {
+                    self.send(&reply("-ERR no keywords supplied")).await?;
+                } else {
+                    if names.iter().any(|n| n == "ALL") {
+                        self.events_on = false;
+                    }
+                    self.nixed.extend(names);
+                    self.send(&reply("+OK events nixed")).await?;
+                }
+            }
             "filter" => self.send(&reply("+OK filter added")).await?,
             "exit" => {
                 self.send(&reply("+OK bye")).await?;

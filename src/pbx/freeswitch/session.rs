@@ -44,6 +44,19 @@ const AFTER_HANGUP_GRACE: Duration = Duration::from_secs(3);
 /// How long to wait for CHANNEL_HANGUP_COMPLETE before closing.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Events `myevents` subscribes to (or a newer switch may add) that the pump
+/// never looks at. Each is a full channel dump (6-8 KB, ~150 url-encoded
+/// headers) that the ESL reader would otherwise parse into a map only to
+/// drop it; `nixevent` stops them in the switch. Kept: CHANNEL_EXECUTE,
+/// CHANNEL_EXECUTE_COMPLETE, CHANNEL_BRIDGE, CHANNEL_UNBRIDGE,
+/// CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE (see [`pump`]). FreeSWITCH skips
+/// names it does not know, so the list is safe on any 1.x.
+const UNUSED_EVENTS: &str = "CHANNEL_ANSWER CHANNEL_APPLICATION CHANNEL_CREATE CHANNEL_DATA \
+CHANNEL_DESTROY CHANNEL_ORIGINATE CHANNEL_UUID CHANNEL_OUTGOING CHANNEL_PARK CHANNEL_UNPARK \
+CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_STATE CHANNEL_CALLSTATE CALL_UPDATE \
+DETECTED_SPEECH DTMF TALK NOTALK PLAYBACK_START PLAYBACK_STOP RECORD_START RECORD_STOP \
+MEDIA_BUG_START MEDIA_BUG_STOP";
+
 /// A finished application.
 #[derive(Debug)]
 struct Completion {
@@ -184,6 +197,13 @@ impl FsChannel {
 
         let lost = |e: freeswitch_esl_tokio::EslError| ChannelError::ConnectionLost(e.to_string());
         client.myevents(EventFormat::Plain).await.map_err(lost)?;
+        // Only a saving: a switch that refuses it still works, just slower.
+        if let Err(e) = client.nixevent_raw(UNUSED_EVENTS).await {
+            if e.is_connection_error() {
+                return Err(lost(e));
+            }
+            tracing::debug!(error = %e, "the switch refused nixevent");
+        }
         client.linger(None).await.map_err(lost)?;
         client.resume().await.map_err(lost)?;
 
