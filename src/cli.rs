@@ -177,6 +177,13 @@ pub struct ReportArgs {
     pub until: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::report::Format,
+    /// Who got a caller's data (a CCPA request): with --caller, every ping, bridge, notice and
+    /// API read of that caller's calls. Same as `bidbridge sharing --caller NUMBER`.
+    #[arg(long, requires = "caller")]
+    pub sharing: bool,
+    /// With --sharing: the caller's number.
+    #[arg(long, value_name = "NUMBER")]
+    pub caller: Option<String>,
     /// Fraud signals per source instead of totals: talk times clustered just past the payable
     /// minimum, and caller numbers rotating their last digits.
     #[arg(long)]
@@ -412,6 +419,16 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
 }
 
 async fn report(config: &Config, args: ReportArgs) -> Result<ExitCode, String> {
+    if args.sharing
+        && let Some(caller) = &args.caller
+    {
+        return sharing(
+            config,
+            caller,
+            matches!(args.format, crate::report::Format::Json),
+        )
+        .await;
+    }
     let now = chrono::Utc::now();
     // Parse before connecting: a typo is a usage error (exit 2), not a failure.
     let window = match args.command {
