@@ -360,6 +360,24 @@ async fn sharing_report_lists_exactly_the_buyers_that_got_the_data() {
     );
     assert!(text.contains("went to 2 part(ies)"), "{text}");
     assert!(text.contains("buyer acme") && text.contains("buyer bravo") && !text.contains("carol"));
+    // The same answer under the spelling: report --sharing --caller.
+    let again = std::process::Command::new(common::binary())
+        .args([
+            "report",
+            "--sharing",
+            "--caller",
+            "+13125550100",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("run bidbridge report --sharing");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), text);
     d.running.shutdown();
 }
 
