@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-/// Every placeholder a template may use (docs/buyer-protocol.md and
+/// Every template field a template may use (docs/buyer-protocol.md and
 /// docs/records.md describe each).
-pub const PLACEHOLDERS: &[&str] = &[
+pub const FIELDS: &[&str] = &[
     "call_id",
     "bid_id",
     "price",
@@ -40,35 +40,34 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// The first unknown placeholder in `template`, if any.
-pub fn check_placeholders(template: &str) -> Result<(), String> {
-    for name in placeholders(template) {
-        if !PLACEHOLDERS.contains(&name) {
+/// The first unknown template field in `template`, if any.
+pub fn check_fields(template: &str) -> Result<(), String> {
+    for name in fields(template) {
+        if !FIELDS.contains(&name) {
             return Err(name.to_string());
         }
     }
     Ok(())
 }
 
-/// The placeholder names `template` uses, in order (the sharing log lists
+/// The template field names `template` uses, in order (the sharing log lists
 /// them as the fields a notice carries).
-pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+pub fn fields(template: &str) -> impl Iterator<Item = &str> {
     template
         .split('{')
         .skip(1)
         .filter_map(|part| part.split_once('}').map(|(name, _)| name))
 }
 
-/// The template with each known placeholder replaced by a harmless value,
+/// The template with each known template field replaced by a harmless value,
 /// so the result can be checked as a URL.
 pub fn fill_for_validation(template: &str) -> String {
-    let values: BTreeMap<&str, String> =
-        PLACEHOLDERS.iter().map(|p| (*p, "0".to_string())).collect();
+    let values: BTreeMap<&str, String> = FIELDS.iter().map(|p| (*p, "0".to_string())).collect();
     fill(template, &values)
 }
 
 /// Fills `{name}` from `values` (percent-encoded); unknown or missing
-/// placeholders become empty.
+/// template fields become empty.
 pub fn fill(template: &str, values: &BTreeMap<&str, String>) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
@@ -110,11 +109,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_placeholders_are_reported() {
+    fn unknown_fields_are_reported() {
         assert_eq!(
-            check_placeholders("https://x/{call_id}/{secret}"),
+            check_fields("https://x/{call_id}/{secret}"),
             Err("secret".to_string())
         );
-        assert_eq!(check_placeholders("https://x/{call_id}"), Ok(()));
+        assert_eq!(check_fields("https://x/{call_id}"), Ok(()));
     }
 }

@@ -546,7 +546,7 @@ async fn require_consent_static_only_pings_nobody_and_sells_to_a_static_price() 
 }
 
 /// The writer's side: sharing rows (the record's and its notices'), the
-/// opt-out's DNC row and the `{consent_id}` placeholder, written once even
+/// opt-out's DNC row and the `{consent_id}` template field, written once even
 /// when the batch is replayed.
 #[tokio::test]
 async fn sharing_rows_and_opt_outs_are_written_once_with_the_record() {

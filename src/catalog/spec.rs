@@ -1038,7 +1038,7 @@ fn check_ping(ping: &PingSpec, entry: &str, push: &mut impl FnMut(String, &str, 
     }
 }
 
-/// Notice and postback URLs may carry `{placeholders}`; check the URL with
+/// Notice and postback URLs may carry `{field}` template fields; check the URL with
 /// them filled in.
 fn check_url_template(
     url: &str,
@@ -1055,11 +1055,11 @@ fn check_url_template(
             format!("`{url}` is not an http(s) URL"),
         ),
     }
-    if let Err(unknown) = crate::template::check_placeholders(url) {
+    if let Err(unknown) = crate::template::check_fields(url) {
         push(
             entry.to_string(),
             field,
-            format!("unknown placeholder {{{unknown}}}"),
+            format!("unknown template field {{{unknown}}}"),
         );
     }
 }

@@ -66,15 +66,15 @@ pub struct Pending {
     pub kind: PostbackKind,
     pub party_id: String,
     pub url: String,
-    /// The placeholders the template filled in: what the notice tells its
+    /// The template fields the template filled in: what the notice tells its
     /// receiver about the call (for the sharing log).
     pub fields: Vec<String>,
 }
 
-/// The placeholder names a template uses, deduplicated, in order.
+/// The template field names a template uses, deduplicated, in order.
 fn fields_of(template: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for name in template::placeholders(template) {
+    for name in template::fields(template) {
         if !out.iter().any(|f| f == name) {
             out.push(name.to_string());
         }

@@ -2,7 +2,7 @@
 //! operator's templates (`asterisk.*_template`) and building the `Dial()`
 //! argument the adapter sends with `EXEC Dial`.
 //!
-//! What it owns: the template placeholders (`{number}` `{gateway}` `{uri}`
+//! What it owns: the template template fields (`{number}` `{gateway}` `{uri}`
 //! `{user}` `{host}` `{extension}` `{context}`) and the final safety check on
 //! everything that goes into a `Dial()` argument.
 //!
