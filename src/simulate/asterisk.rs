@@ -661,11 +661,8 @@ impl Session<'_> {
                 let t = self.clock.now();
                 match self.wait_sim(secs, false).await {
                     Waited::CallerLeft(e) => {
-                        self.clock.advance_to(t + e);
-                        self.caller_leaves();
-                        self.reply(verb, "200 result=-1\n").await?;
-                        self.hangup_line_at = Some(Instant::now() + HANGUP_LINE_DELAY);
-                        Ok(())
+                        self.caller_left_during(verb, t + e, "200 result=-1\n")
+                            .await
                     }
                     _ => {
                         self.clock.advance_to(t + secs);
@@ -807,20 +804,12 @@ impl Session<'_> {
                     .await
             }
             Waited::CallerLeft(e) => {
-                self.clock.advance_to(t + e);
-                self.caller_leaves();
                 let endpos = (e * RATE) as u64;
-                self.reply(verb, &format!("200 result=-1 endpos={endpos}\n"))
-                    .await?;
-                self.hangup_line_at = Some(Instant::now() + HANGUP_LINE_DELAY);
-                Ok(())
+                self.caller_left_during(verb, t + e, &format!("200 result=-1 endpos={endpos}\n"))
+                    .await
             }
             Waited::Command(e) => {
-                // Pipelining: the prompt is cut and never answered (10).
-                self.clock.advance_to(t + e);
-                self.report
-                    .violations
-                    .push(format!("a command was sent while {verb} ran"));
+                self.prompt_cut_by_command(verb, t + e);
                 Ok(())
             }
             Waited::Eof(e) => {
@@ -829,6 +818,26 @@ impl Session<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// The caller hung up at simulated time `at` while `verb` ran:
+    /// Asterisk answers the verb with `reply`, then sends the HANGUP line
+    /// a moment later.
+    async fn caller_left_during(&mut self, verb: &str, at: f64, reply: &str) -> Result<(), String> {
+        self.clock.advance_to(at);
+        self.caller_leaves();
+        self.reply(verb, reply).await?;
+        self.hangup_line_at = Some(Instant::now() + HANGUP_LINE_DELAY);
+        Ok(())
+    }
+
+    /// Pipelining: a command arrived while a prompt played, so the prompt
+    /// is cut and never answered (10); the daemon broke the protocol.
+    fn prompt_cut_by_command(&mut self, verb: &str, at: f64) {
+        self.clock.advance_to(at);
+        self.report
+            .violations
+            .push(format!("a command was sent while {verb} ran"));
     }
 
     async fn get_data(&mut self, timeout: f64, max: usize, missing: bool) -> Result<(), String> {
@@ -869,17 +878,11 @@ impl Session<'_> {
                 self.reply(VERB, &text).await
             }
             Waited::CallerLeft(e) => {
-                self.clock.advance_to(t + e);
-                self.caller_leaves();
-                self.reply(VERB, "200 result=-1\n").await?;
-                self.hangup_line_at = Some(Instant::now() + HANGUP_LINE_DELAY);
-                Ok(())
+                self.caller_left_during(VERB, t + e, "200 result=-1\n")
+                    .await
             }
             Waited::Command(e) => {
-                self.clock.advance_to(t + e);
-                self.report
-                    .violations
-                    .push(format!("a command was sent while {VERB} ran"));
+                self.prompt_cut_by_command(VERB, t + e);
                 Ok(())
             }
             Waited::Eof(e) => {
@@ -953,14 +956,12 @@ impl Session<'_> {
         };
         match self.wait_sim(ring, false).await {
             Waited::CallerLeft(e) => {
-                self.clock.advance_to(t + e);
-                self.caller_leaves();
                 self.report
                     .variables
                     .insert("DIALSTATUS".into(), "CANCEL".into());
-                self.reply(VERB, "200 result=-1\n").await?;
-                self.hangup_line_at = Some(Instant::now() + HANGUP_LINE_DELAY);
-                return Ok(());
+                return self
+                    .caller_left_during(VERB, t + e, "200 result=-1\n")
+                    .await;
             }
             _ => self.clock.advance_to(t + ring),
         }
