@@ -12,6 +12,12 @@
 # phases with `bidbridge bench run` (which serves the 20 loopback buyers and
 # plays FreeSWITCH), stops the daemon with SIGTERM, prints the table and
 # writes target/bench/summary.json.
+#
+# BB_DAEMON_PREFIX runs the daemon under a profiler that becomes the daemon's
+# process (valgrind; not wrapper scripts such as heaptrack, which would
+# leave the daemon running after the SIGTERM), e.g.
+#   BB_DAEMON_PREFIX="valgrind --tool=callgrind --callgrind-out-file=target/bench/cg.out" \
+#       scripts/bench.sh --tiny
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,7 +43,7 @@ echo "== file descriptors: $(ulimit -n)"
 
 echo "== building bidbridge (release)"
 cargo build --quiet --release --bin bidbridge
-BIN=target/release/bidbridge
+BIN=${CARGO_TARGET_DIR:-target}/release/bidbridge
 
 OUT=target/bench
 mkdir -p "$OUT"
@@ -79,10 +85,13 @@ $BIN bench catalog --buyers 127.0.0.1:19100 > "$OUT/catalog.toml"
 $BIN catalog apply "$OUT/catalog.toml" | tail -n 1
 
 echo "== starting the daemon (log: $OUT/daemon.log)"
-$BIN run >"$OUT/daemon.log" 2>&1 &
+# Unquoted on purpose: the prefix is a command line.
+# shellcheck disable=SC2086
+${BB_DAEMON_PREFIX:-} $BIN run >"$OUT/daemon.log" 2>&1 &
 DAEMON=$!
 trap 'kill -TERM $DAEMON 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
+# A daemon under a profiler starts many times slower.
+for _ in $(seq 1 600); do
     if curl -fsS http://127.0.0.1:18090/readyz >/dev/null 2>&1; then break; fi
     if ! kill -0 $DAEMON 2>/dev/null; then echo "daemon exited:"; cat "$OUT/daemon.log"; exit 1; fi
     sleep 0.1

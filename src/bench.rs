@@ -301,11 +301,7 @@ impl Probe {
     }
 
     fn cpu_ms(&self) -> Result<f64, String> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        parse_cpu_ticks(&text)
-            .map(|ticks| ticks as f64 * 1000.0 / TICKS_PER_SEC)
-            .ok_or_else(|| format!("{path}: unreadable"))
+        process_cpu_ms(&format!("/proc/{}/stat", self.pid))
     }
 
     /// Waits (bounded) until the daemon has written `expected` records, or
@@ -350,6 +346,14 @@ impl Probe {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// utime + stime of the process whose `stat` file is at `path`, in ms.
+fn process_cpu_ms(path: &str) -> Result<f64, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    parse_cpu_ticks(&text)
+        .map(|ticks| ticks as f64 * 1000.0 / TICKS_PER_SEC)
+        .ok_or_else(|| format!("{path}: unreadable"))
 }
 
 fn metric_value(body: &str, name: &str) -> Option<f64> {
@@ -538,12 +542,22 @@ async fn tiny(
     let before = count(db, "SELECT count(*) FROM calls").await?;
     let written_before = probe.metric("bidbridge_records_written").await? as u64;
     let late_after = Duration::from_millis(DEADLINE_MS + 200) + LATE_SLACK * 3;
+    let (daemon_cpu, own_cpu) = (probe.cpu_ms()?, process_cpu_ms("/proc/self/stat")?);
     let load = drive(esl, sc, 100.0, CALLS, 0, late_after).await;
     let caught_up = probe
         .records_caught_up(written_before + u64::from(CALLS), Duration::from_secs(30))
         .await?;
     let records = count(db, "SELECT count(*) FROM calls").await? - before;
     let sessions = probe.sessions_drained(Duration::from_secs(10)).await?;
+    // Informational (a fixed 100 calls/s, so comparable between runs on one
+    // machine): what a call costs the daemon, and this process's simulator
+    // and buyers.
+    let per_call = |ms: f64| ms / f64::from(CALLS);
+    println!(
+        "bench --tiny: CPU per call at 100 calls/s: daemon {:.2} ms, simulator + buyers {:.2} ms",
+        per_call(probe.cpu_ms()? - daemon_cpu),
+        per_call(process_cpu_ms("/proc/self/stat")? - own_cpu)
+    );
     let mut problems = Vec::new();
     if load.completed != CALLS || load.failed != 0 {
         problems.push(format!(

@@ -21,6 +21,7 @@ pub mod db;
 pub mod flow;
 pub mod fraud;
 pub mod geo;
+pub mod http_client;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;

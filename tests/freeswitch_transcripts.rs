@@ -9,9 +9,16 @@
 //! `Application-UUID` echo, mapped from the recorder's `Event-UUID` to the
 //! daemon's own (same length, so frames keep their byte counts).
 //!
+//! The recorder set channel variables with the `set` application; the
+//! daemon sets them with `api uuid_setvar` (no CHANNEL_EXECUTE pair to
+//! parse). A recorded `set name=value` is matched by the daemon's
+//! `uuid_setvar <the channel's uuid> name value`, answered with the
+//! api's `+OK`, and the set's execute events are not delivered (the switch
+//! sends none for an api).
+//!
 //! Commands the daemon sends that the recorder did not (it is a fuller
-//! client: `resume`, the failsafe `api sched_transfer`/`sched_del`, `set`
-//! of its own variables) are answered as FreeSWITCH answers them. Commands
+//! client: `resume`, the failsafe `api sched_transfer`/`sched_del`, its
+//! own variables) are answered as FreeSWITCH answers them. Commands
 //! the recorder sent that a correct daemon must not (02: a `sendmsg` after
 //! the caller hung up; 04a: `event plain ALL`) are skipped, and their
 //! events delivered anyway.
@@ -20,7 +27,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::esl::{Record, Transcript, app_of, command_header, verb};
@@ -93,19 +100,16 @@ publisher = "pub"
     text
 }
 
+/// mod_commands' answer to an `api uuid_setvar` that set the variable.
+const API_OK: &str = "Content-Type: api/response\nContent-Length: 4\n\n+OK\n";
+
 /// How the peer answers a command the recording does not have.
 fn synthesized_reply(command: &str, hung_up: bool, last_set_complete: Option<&str>) -> Vec<String> {
     match verb(command) {
         "resume" => vec!["Content-Type: command/reply\nReply-Text: +OK\n\n".into()],
         // mod_event_socket.c's reply to a nixevent naming at least one event.
         "nixevent" => vec!["Content-Type: command/reply\nReply-Text: +OK events nixed\n\n".into()],
-        "api" => {
-            let body = "+OK\n";
-            vec![format!(
-                "Content-Type: api/response\nContent-Length: {}\n\n{body}",
-                body.len()
-            )]
-        }
+        "api" => vec![API_OK.into()],
         "sendmsg" => {
             let mut frames = vec!["Content-Type: command/reply\nReply-Text: +OK\n\n".to_string()];
             // A live channel runs the app and reports its completion, built
@@ -124,6 +128,35 @@ fn synthesized_reply(command: &str, hung_up: bool, last_set_complete: Option<&st
         other => panic!(
             "daemon sent `{other}`, which neither the recording nor FreeSWITCH's usual answers cover:\n{command}"
         ),
+    }
+}
+
+/// `(name, value)` of a recorded `set` application.
+fn recorded_set(recorded: &str) -> Option<(&str, &str)> {
+    if verb(recorded) != "sendmsg" || app_of(recorded).as_deref() != Some("set") {
+        return None;
+    }
+    command_header(recorded, "execute-app-arg")?.split_once('=')
+}
+
+/// `(uuid, name, value)` of the daemon's `api uuid_setvar`.
+fn daemon_setvar(daemon: &str) -> Option<(&str, &str, &str)> {
+    let line = daemon.lines().next()?.strip_prefix("api uuid_setvar ")?;
+    let mut words = line.splitn(3, ' ');
+    Some((
+        words.next()?,
+        words.next()?,
+        words.next().unwrap_or_default(),
+    ))
+}
+
+/// Does the daemon's `uuid_setvar` on `channel` set what the recorded `set` did?
+fn same_variable_set(daemon: &str, recorded: &str, channel: &str) -> bool {
+    match (daemon_setvar(daemon), recorded_set(recorded)) {
+        (Some((uuid, name, value)), Some((want_name, want_value))) => {
+            uuid == channel && name == want_name && value == want_value
+        }
+        _ => false,
     }
 }
 
@@ -181,6 +214,8 @@ fn same_command(daemon: &str, recorded: &str) -> bool {
 struct Replay {
     /// Recorded SEND index → the frames FreeSWITCH sent after it.
     steps: Vec<(String, Vec<String>)>,
+    /// The controlled channel (`Unique-ID` of the connect reply).
+    channel: String,
 }
 
 impl Replay {
@@ -199,7 +234,13 @@ impl Replay {
                 Record::Eof => {}
             }
         }
-        Replay { steps }
+        let channel = steps
+            .first()
+            .and_then(|(_, frames)| frames.first())
+            .and_then(|reply| common::esl::header(reply, "Unique-ID"))
+            .expect("the connect reply names the channel")
+            .to_string();
+        Replay { steps, channel }
     }
 }
 
@@ -217,20 +258,33 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
     let mut last_set_complete: Option<String> = None;
     let mut step = 0;
 
-    let deliver =
-        |frames: &[String], uuids: &HashMap<String, String>, skip_replies: bool| -> Vec<String> {
-            frames
-                .iter()
-                .filter(|f| !(skip_replies && f.starts_with("Content-Type: command/reply")))
-                .map(|f| {
-                    let mut f = f.clone();
-                    for (recorded, ours) in uuids {
-                        f = f.replace(recorded.as_str(), ours.as_str());
-                    }
-                    f
-                })
-                .collect()
-        };
+    // Events the daemon nixed: the switch stops sending them, so the replay
+    // drops them too (mod_event_socket clears their entry in the listener's
+    // event list; frames that are not events are never affected).
+    let mut nixed: HashSet<String> = HashSet::new();
+    let deliver = |frames: &[String],
+                   uuids: &HashMap<String, String>,
+                   nixed: &HashSet<String>,
+                   skip_replies: bool|
+     -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| !(skip_replies && f.starts_with("Content-Type: command/reply")))
+            .filter(|f| {
+                let is_event = common::esl::header(f, "Content-Type") == Some("text/event-plain");
+                !(is_event
+                    && common::esl::header(f, "Event-Name")
+                        .is_some_and(|name| nixed.contains(name)))
+            })
+            .map(|f| {
+                let mut f = f.clone();
+                for (recorded, ours) in uuids {
+                    f = f.replace(recorded.as_str(), ours.as_str());
+                }
+                f
+            })
+            .collect()
+    };
 
     loop {
         let command =
@@ -250,7 +304,7 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
                         break;
                     };
                     assert_ne!(verb(recorded), "exit", "daemon never sent exit");
-                    for f in deliver(frames, &uuids, true) {
+                    for f in deliver(frames, &uuids, &nixed, true) {
                         switch.send_raw(&f).await.unwrap();
                     }
                     step += 1;
@@ -258,6 +312,13 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
                 }
             };
         sent_by_daemon.push(command.clone());
+        if let Some(names) = command
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("nixevent "))
+        {
+            nixed.extend(names.split_whitespace().map(str::to_string));
+        }
         // Optional recorded subscriptions the daemon does not need.
         while let Some((recorded, frames)) = replay.steps.get(step)
             && verb(recorded) == "event"
@@ -265,6 +326,31 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
         {
             let _ = frames;
             step += 1;
+        }
+        let by_api = replay
+            .steps
+            .get(step)
+            .is_some_and(|(recorded, _)| same_variable_set(&command, recorded, &replay.channel));
+        if by_api {
+            let (_, frames) = &replay.steps[step];
+            switch.send_raw(API_OK).await.unwrap();
+            for f in deliver(frames, &uuids, &nixed, true) {
+                let set_event = f.contains("Application: set\n")
+                    && (f.contains("Event-Name: CHANNEL_EXECUTE\n")
+                        || f.contains("Event-Name: CHANNEL_EXECUTE_COMPLETE\n"));
+                if set_event {
+                    if f.contains("Event-Name: CHANNEL_EXECUTE_COMPLETE") {
+                        last_set_complete = Some(f);
+                    }
+                    continue;
+                }
+                if f.contains("Event-Name: CHANNEL_HANGUP\n") {
+                    hung_up = true;
+                }
+                switch.send_raw(&f).await.unwrap();
+            }
+            step += 1;
+            continue;
         }
         let matches = replay
             .steps
@@ -278,7 +364,7 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
             ) {
                 uuids.insert(theirs.to_string(), ours.to_string());
             }
-            for f in deliver(frames, &uuids, false) {
+            for f in deliver(frames, &uuids, &nixed, false) {
                 if f.contains("Event-Name: CHANNEL_HANGUP\n") {
                     hung_up = true;
                 }
@@ -390,6 +476,34 @@ async fn check_failover_call(name: &str, endpoints: [&str; 3]) {
         "daemon's applications {apps:?} do not contain the recorded order {recorded:?}"
     );
     assert_eq!(verb(commands.last().unwrap()), "exit");
+    // The times below come without CHANNEL_UNBRIDGE and
+    // CHANNEL_HANGUP_COMPLETE: the daemon nixes them and the replay, like
+    // the switch, stops sending them.
+    let nixevent = commands
+        .iter()
+        .find(|c| verb(c) == "nixevent")
+        .expect("daemon nixes unused events");
+    for name in ["CHANNEL_UNBRIDGE", "CHANNEL_HANGUP_COMPLETE"] {
+        assert!(nixevent.split_whitespace().any(|w| w == name), "{nixevent}");
+    }
+    // The recording's two `set`s, as api calls, before the first bridge.
+    let first_bridge = commands
+        .iter()
+        .position(|c| app_of(c).as_deref() == Some("bridge"))
+        .unwrap();
+    let set_before_bridge: Vec<(&str, &str)> = commands[..first_bridge]
+        .iter()
+        .filter_map(|c| daemon_setvar(c).map(|(_, name, value)| (name, value)))
+        .collect();
+    for wanted in [
+        ("continue_on_fail", "true"),
+        ("hangup_after_bridge", "false"),
+    ] {
+        assert!(
+            set_before_bridge.contains(&wanted),
+            "{wanted:?} not set before the bridge: {set_before_bridge:?}"
+        );
+    }
 
     let call = record(&d.db).await;
     assert_eq!(call.get::<_, String>("disposition"), "sold");

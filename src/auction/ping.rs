@@ -62,15 +62,10 @@ impl PingClient {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client);
         }
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(self.pool_idle_per_host)
             .tcp_nodelay(true)
-            // A buyer's endpoint is what the catalog says, not where it redirects.
-            .redirect(reqwest::redirect::Policy::none())
-            // Never send call data through a proxy from the environment.
-            .no_proxy()
-            .user_agent(concat!("bidbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
         self.clients.insert(key, client.clone());

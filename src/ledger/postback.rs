@@ -114,14 +114,9 @@ async fn run(
 }
 
 fn http_client(config: &PostbacksConfig) -> Result<reqwest::Client, PostbackError> {
-    crate::auction::ping::install_crypto_provider();
-    reqwest::Client::builder()
+    crate::http_client::builder()
         .timeout(Duration::from_millis(config.timeout_ms.max(1)))
         .connect_timeout(Duration::from_millis(config.timeout_ms.max(1)))
-        // The receiver is what the catalog says, not where it redirects.
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("bidbridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| PostbackError::Client(e.to_string()))
 }

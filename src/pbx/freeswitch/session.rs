@@ -41,19 +41,24 @@ const APP_LIMIT: Duration = Duration::from_secs(600);
 /// After the caller hangs up, how long a bridge's EXECUTE_COMPLETE (which
 /// carries ORIGINATOR_CANCEL) is worth waiting for.
 const AFTER_HANGUP_GRACE: Duration = Duration::from_secs(3);
-/// How long to wait for CHANNEL_HANGUP_COMPLETE before closing.
+/// How long to wait for the switch to close the socket after `exit`.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Events `myevents` subscribes to (or a newer switch may add) that the pump
-/// never looks at. Each is a full channel dump (6-8 KB, ~150 url-encoded
-/// headers) that the ESL reader would otherwise parse into a map only to
-/// drop it; `nixevent` stops them in the switch. Kept: CHANNEL_EXECUTE,
-/// CHANNEL_EXECUTE_COMPLETE, CHANNEL_BRIDGE, CHANNEL_UNBRIDGE,
-/// CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE (see [`pump`]). FreeSWITCH skips
-/// names it does not know, so the list is safe on any 1.x.
+/// Events `myevents` subscribes to (or a newer switch may add) that the
+/// session does without. Each is a full channel dump (6-12 KB, 150-280
+/// url-encoded headers) that the ESL reader would otherwise parse into a map
+/// (most of a call's CPU in the daemon); `nixevent` stops them in the
+/// switch. Kept: CHANNEL_EXECUTE, CHANNEL_EXECUTE_COMPLETE, CHANNEL_BRIDGE
+/// and CHANNEL_HANGUP (see [`pump`]). Two of the nixed ones carry facts the
+/// kept ones also carry: CHANNEL_UNBRIDGE's time is the bridge's
+/// EXECUTE_COMPLETE time (the same microsecond in the recordings), and
+/// CHANNEL_HANGUP_COMPLETE repeats CHANNEL_HANGUP's cause with the CDR
+/// variables appended. The pump still reads both when a switch sends them.
+/// FreeSWITCH skips names it does not know, so the list is safe on any 1.x.
 const UNUSED_EVENTS: &str = "CHANNEL_ANSWER CHANNEL_APPLICATION CHANNEL_CREATE CHANNEL_DATA \
 CHANNEL_DESTROY CHANNEL_ORIGINATE CHANNEL_UUID CHANNEL_OUTGOING CHANNEL_PARK CHANNEL_UNPARK \
 CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_STATE CHANNEL_CALLSTATE CALL_UPDATE \
+CHANNEL_UNBRIDGE CHANNEL_HANGUP_COMPLETE \
 DETECTED_SPEECH DTMF TALK NOTALK PLAYBACK_START PLAYBACK_STOP RECORD_START RECORD_STOP \
 MEDIA_BUG_START MEDIA_BUG_STOP";
 
@@ -82,8 +87,6 @@ struct Shared {
     bridge: Mutex<BridgeTrack>,
     hangup: Mutex<Option<(String, Option<DateTime<Utc>>)>>,
     presence: CallerPresenceSender,
-    /// Flips when CHANNEL_HANGUP_COMPLETE arrives or the connection ends.
-    finished: watch::Sender<bool>,
     /// Flips when the connection to the switch is gone.
     disconnected: watch::Sender<bool>,
     /// A `sched_transfer` failsafe is pending on the switch.
@@ -120,6 +123,8 @@ pub struct FsChannel {
     pump: tokio::task::JoinHandle<()>,
     settings: FreeswitchConfig,
     bridge_vars_set: bool,
+    /// The `bidbridge_backup_dial` value the switch holds.
+    backup_dial_set: Option<String>,
     collected_before: bool,
 }
 
@@ -180,14 +185,12 @@ impl FsChannel {
         };
 
         let (presence_tx, presence) = caller_presence();
-        let (finished, _) = watch::channel(false);
         let (disconnected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             bridge: Mutex::new(BridgeTrack::default()),
             hangup: Mutex::new(None),
             presence: presence_tx,
-            finished,
             disconnected,
             failsafe_armed: std::sync::atomic::AtomicBool::new(false),
             client: client.clone(),
@@ -215,6 +218,7 @@ impl FsChannel {
             pump,
             settings,
             bridge_vars_set: false,
+            backup_dial_set: None,
             collected_before: false,
         })
     }
@@ -309,15 +313,51 @@ impl FsChannel {
         Ok(())
     }
 
-    /// `set name=value` without waiting for it: the switch runs queued
-    /// applications in order, so the next application sees it.
-    async fn set_queued(&self, name: &str, value: &str) -> Result<(), ChannelError> {
+    /// Sets a channel variable before the next application runs.
+    ///
+    /// `api uuid_setvar` sets it at once, outside the application queue,
+    /// and costs one short `api/response`. The `set` application would cost
+    /// a CHANNEL_EXECUTE and a CHANNEL_EXECUTE_COMPLETE, each a full dump of
+    /// the channel (6-8 KB, ~150 headers) for the reader to parse: with four
+    /// or five variables per call, most of the events a call used to bring.
+    /// The api splits its arguments FreeSWITCH's way (switch_separate_string:
+    /// quotes are removed, blanks around the value trimmed), so a value that
+    /// would not survive that takes the `set` application instead; the flow
+    /// waits for nothing either way, and the switch runs queued applications
+    /// in order, so the next one sees the value.
+    async fn set_variable_now(&self, name: &str, value: &str) -> Result<(), ChannelError> {
         validate_variable(name, value)?;
-        let rx = self
-            .execute("set", Some(&format!("{name}={value}")))
-            .await?;
-        drop(rx);
-        Ok(())
+        if !wire::survives_api_arguments(value) {
+            let rx = self
+                .execute("set", Some(&format!("{name}={value}")))
+                .await?;
+            drop(rx);
+            return Ok(());
+        }
+        let command = format!("uuid_setvar {} {name} {value}", self.info.channel_id);
+        self.api_ok(&command).await
+    }
+
+    /// Removes a channel variable at once (`uuid_setvar` without a value).
+    async fn unset_variable_now(&self, name: &str) -> Result<(), ChannelError> {
+        validate_variable(name, "")?;
+        let command = format!("uuid_setvar {} {name}", self.info.channel_id);
+        self.api_ok(&command).await
+    }
+
+    /// An `api` command whose reply must be `+OK`.
+    async fn api_ok(&self, command: &str) -> Result<(), ChannelError> {
+        let reply = self.api(command).await?;
+        if reply.starts_with("+OK") {
+            return Ok(());
+        }
+        if self.presence.is_gone() {
+            return Err(ChannelError::CallerGone);
+        }
+        Err(ChannelError::Refused {
+            command: command.split(' ').next().unwrap_or_default().to_string(),
+            reply,
+        })
     }
 
     /// An `api` command on this socket (runs at once, outside the channel's
@@ -373,8 +413,8 @@ impl CallChannel for FsChannel {
         if self.collected_before {
             // read_result is sticky across collects; clear it so a prompt
             // that fails to play cannot be mistaken for the last one's result.
-            drop(self.execute("unset", Some("read_result")).await?);
-            drop(self.execute("unset", Some(wire::DIGITS_VARIABLE)).await?);
+            self.unset_variable_now("read_result").await?;
+            self.unset_variable_now(wire::DIGITS_VARIABLE).await?;
         }
         self.collected_before = true;
         let path = wire::prompt_path(&request.prompt, &self.settings);
@@ -410,14 +450,15 @@ impl CallChannel for FsChannel {
         self.check_alive()?;
         if !self.bridge_vars_set {
             // Control must come back to us after a failed or finished leg.
-            self.set_queued("continue_on_fail", "true").await?;
-            self.set_queued("hangup_after_bridge", "false").await?;
+            self.set_variable_now("continue_on_fail", "true").await?;
+            self.set_variable_now("hangup_after_bridge", "false")
+                .await?;
             self.bridge_vars_set = true;
         }
         if let Some(number) = &request.caller_id_number
             && number.bytes().all(|b| b.is_ascii_digit() || b == b'+')
         {
-            self.set_queued("effective_caller_id_number", number)
+            self.set_variable_now("effective_caller_id_number", number)
                 .await?;
         }
         *self.shared.lock_bridge() = BridgeTrack::default();
@@ -472,7 +513,7 @@ impl CallChannel for FsChannel {
 
     async fn set_variable(&mut self, name: &str, value: &str) -> Result<(), ChannelError> {
         self.check_alive()?;
-        self.set_queued(name, value).await
+        self.set_variable_now(name, value).await
     }
 
     async fn transfer(&mut self, target: &DialTarget) -> Result<(), ChannelError> {
@@ -519,7 +560,12 @@ impl CallChannel for FsChannel {
         self.check_alive()?;
         if let Some(backup) = backup {
             let endpoint = wire::endpoint(backup, &self.settings);
-            self.set_queued("bidbridge_backup_dial", &endpoint).await?;
+            // Every attempt re-arms; the backup line rarely changes between them.
+            if self.backup_dial_set.as_deref() != Some(endpoint.as_str()) {
+                self.set_variable_now("bidbridge_backup_dial", &endpoint)
+                    .await?;
+                self.backup_dial_set = Some(endpoint);
+            }
         }
         if self.shared.failsafe_armed.swap(false, Ordering::SeqCst) {
             self.api(&format!("sched_del {}", self.info.channel_id))
@@ -558,16 +604,13 @@ impl CallChannel for FsChannel {
         if self.presence.is_gone() || *self.shared.disconnected.borrow() {
             return Ok(());
         }
-        self.set_queued("bidbridge_done", "true").await
+        self.set_variable_now("bidbridge_done", "true").await
     }
 
     async fn close(self) {
-        // Wait for the closing events (linger keeps the socket open for them),
-        // then say goodbye so the switch releases the socket.
-        let mut finished = self.shared.finished.subscribe();
-        if self.presence.is_gone() {
-            let _ = tokio::time::timeout(CLOSE_GRACE, finished.wait_for(|f| *f)).await;
-        }
+        // Everything the record needs has arrived by now (the bridge waits for
+        // its own completion, even after a hang-up); linger only kept the
+        // socket open for it. Say goodbye so the switch releases the socket.
         if !*self.shared.disconnected.borrow()
             && let Err(e) = self.client.exit().await
         {
@@ -630,6 +673,7 @@ async fn pump(mut events: EslEventStream, shared: Arc<Shared>) {
                     });
                 }
             }
+            // Nixed (the bridge's completion time stands in), read if sent.
             Some("CHANNEL_UNBRIDGE") => shared.lock_bridge().unbridged_at = at,
             Some("CHANNEL_HANGUP") => {
                 let cause = event
@@ -639,6 +683,7 @@ async fn pump(mut events: EslEventStream, shared: Arc<Shared>) {
                 *shared.hangup.lock().unwrap_or_else(|p| p.into_inner()) = Some((cause, at));
                 shared.presence.caller_left();
             }
+            // Nixed, but a switch that refused the nixevent still sends it.
             Some("CHANNEL_HANGUP_COMPLETE") => {
                 if shared.hangup_info().is_none() {
                     let cause = event
@@ -648,13 +693,11 @@ async fn pump(mut events: EslEventStream, shared: Arc<Shared>) {
                     *shared.hangup.lock().unwrap_or_else(|p| p.into_inner()) = Some((cause, at));
                 }
                 shared.presence.caller_left();
-                shared.finished.send_replace(true);
             }
             _ => {}
         }
     }
     // The switch closed the socket: wake everything that waits on it.
     shared.disconnected.send_replace(true);
-    shared.finished.send_replace(true);
     shared.lock_pending().clear();
 }

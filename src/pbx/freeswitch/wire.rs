@@ -45,6 +45,16 @@ pub fn bridge_arg(
     )
 }
 
+/// Whether `value` reaches a channel variable unchanged as the last argument
+/// of an `api uuid_setvar`: FreeSWITCH splits api arguments with
+/// `switch_separate_string`, which removes quote characters and trims blanks
+/// around each argument, and `switch_channel_set_variable` refuses a value
+/// holding `${`. (Backslashes and double quotes are already refused by
+/// `validate_variable`.)
+pub fn survives_api_arguments(value: &str) -> bool {
+    !value.is_empty() && value.trim() == value && !value.contains('\'') && !value.contains("${")
+}
+
 /// The file a prompt plays: `<prompts_dir>/<name>.<ext>`.
 pub fn prompt_path(prompt: &PromptName, settings: &FreeswitchConfig) -> String {
     format!(
@@ -104,7 +114,9 @@ pub struct BridgeReport {
     pub started_at: Option<DateTime<Utc>>,
     /// CHANNEL_BRIDGE (the buyer answered).
     pub bridged_at: Option<DateTime<Utc>>,
-    /// CHANNEL_UNBRIDGE (the conversation ended).
+    /// CHANNEL_UNBRIDGE (the conversation ended), when the switch sends it;
+    /// the session nixes it, and `completed_at` (the same instant: the
+    /// bridge application returns as the bridge ends) stands in.
     pub unbridged_at: Option<DateTime<Utc>>,
     /// EXECUTE_COMPLETE of the bridge.
     pub completed_at: Option<DateTime<Utc>>,
@@ -224,6 +236,21 @@ mod tests {
             sip_profile: "harness".into(),
             prompts_dir: "/opt/freeswitch/share/sounds/prompts".into(),
             ..FreeswitchConfig::default()
+        }
+    }
+
+    #[test]
+    fn only_values_the_api_splitter_keeps_go_through_uuid_setvar() {
+        for plain in [
+            "true",
+            "+13125550199",
+            "sofia/harness/sip:backup@127.0.0.1:5090;transport=tcp",
+            "sold buyer=answer price=12.50",
+        ] {
+            assert!(survives_api_arguments(plain), "{plain}");
+        }
+        for mangled in ["", " padded", "padded ", "o'brien", "${caller_id_number}"] {
+            assert!(!survives_api_arguments(mangled), "{mangled:?}");
         }
     }
 
