@@ -18,6 +18,7 @@
 # leave the daemon running after the SIGTERM), e.g.
 #   BB_DAEMON_PREFIX="valgrind --tool=callgrind --callgrind-out-file=target/bench/cg.out" \
 #       scripts/bench.sh --tiny
+# BB_BENCH_PREFIX does the same for the load generator (simulator and buyers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -100,7 +101,8 @@ curl -fsS http://127.0.0.1:18090/readyz >/dev/null
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
 STATUS=0
-$BIN bench run --mode "$MODE" --pid "$DAEMON" --buyers 127.0.0.1:19100 --out "$OUT/summary.json" || STATUS=$?
+# shellcheck disable=SC2086
+${BB_BENCH_PREFIX:-} $BIN bench run --mode "$MODE" --pid "$DAEMON" --buyers 127.0.0.1:19100 --out "$OUT/summary.json" || STATUS=$?
 
 # SIGTERM: the daemon drains calls and flushes every record before exiting.
 kill -TERM $DAEMON

@@ -119,8 +119,41 @@ pub enum SimError {
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
     pub headers: Vec<(String, String)>,
+    /// Per header: does its value hold one of the recording's identities
+    /// (`TPL_*`) that each simulated call replaces with its own? Most do
+    /// not; knowing it up front keeps the load generator from searching
+    /// every value of every event it sends (it shares the bench machine
+    /// with the daemon).
+    pub templated: Vec<bool>,
     /// The frame exactly as recorded (for notices, which are sent as text).
     pub raw: String,
+}
+
+/// The recording's identities a simulated call replaces with its own.
+const TPL_ALL: [&str; 8] = [
+    TPL_UUID,
+    TPL_OTHER_UUID,
+    TPL_CORE_UUID,
+    TPL_CALLER,
+    TPL_CALLER_DIGITS,
+    TPL_DEST,
+    TPL_OTHER_CHANNEL,
+    TPL_OTHER_DEST,
+];
+
+impl Template {
+    fn new(raw: &str) -> Template {
+        let headers = parse_headers(raw);
+        let templated = headers
+            .iter()
+            .map(|(_, v)| TPL_ALL.iter().any(|t| v.contains(t)))
+            .collect();
+        Template {
+            headers,
+            templated,
+            raw: raw.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,13 +177,7 @@ impl Templates {
                     .ok_or("frame without length")?;
                 let raw = rest.get(..len).ok_or("frame shorter than its length")?;
                 rest = rest.get(len + 1..).ok_or("frame without separator")?;
-                frames.push((
-                    name,
-                    Template {
-                        headers: parse_headers(raw),
-                        raw: raw.to_string(),
-                    },
-                ));
+                frames.push((name, Template::new(raw)));
             } else if !line.starts_with('#') {
                 return Err(format!("unexpected line {line:?}"));
             }
@@ -186,11 +213,12 @@ pub(crate) fn url_encode(v: &str) -> String {
 
 /// Serialises headers the way `switch_event_serialize(encode=TRUE)` does.
 pub(crate) fn serialize_headers(headers: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(headers.len() * 48);
+    let size: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let mut out = String::with_capacity(size + size / 4);
     for (k, v) in headers {
         out.push_str(k);
         out.push_str(": ");
-        out.push_str(&url_encode(v));
+        out.extend(utf8_percent_encode(v, FS_UNSAFE));
         out.push('\n');
     }
     out.push('\n');
@@ -333,17 +361,29 @@ impl Channel {
 
     fn substitute(&self, value: &str) -> String {
         let caller_digits = self.caller.trim_start_matches('+');
-        let mut v = value
-            .replace(TPL_UUID, &self.uuid)
-            .replace(TPL_CORE_UUID, &self.core_uuid)
-            .replace(TPL_CALLER, &self.caller)
-            .replace(TPL_CALLER_DIGITS, caller_digits)
-            .replace(TPL_DEST, &self.dest);
+        // In this order: the caller's number holds its digits, the other
+        // leg's channel name its destination.
+        let mut pairs = vec![
+            (TPL_UUID, self.uuid.as_str()),
+            (TPL_CORE_UUID, self.core_uuid.as_str()),
+            (TPL_CALLER, self.caller.as_str()),
+            (TPL_CALLER_DIGITS, caller_digits),
+            (TPL_DEST, self.dest.as_str()),
+        ];
         if let Some(other) = &self.other {
-            v = v
-                .replace(TPL_OTHER_UUID, &other.uuid)
-                .replace(TPL_OTHER_CHANNEL, &other.channel)
-                .replace(TPL_OTHER_DEST, &other.dest);
+            pairs.extend([
+                (TPL_OTHER_UUID, other.uuid.as_str()),
+                (TPL_OTHER_CHANNEL, other.channel.as_str()),
+                (TPL_OTHER_DEST, other.dest.as_str()),
+            ]);
+        }
+        // A value holds one identity at most, usually none: copy once, and
+        // search-and-copy only for what is there.
+        let mut v = value.to_string();
+        for (recorded, ours) in pairs {
+            if v.contains(recorded) {
+                v = v.replace(recorded, ours);
+            }
         }
         v
     }
@@ -396,7 +436,7 @@ impl Channel {
         let has_other_block = tpl.headers.iter().any(|(k, _)| k.starts_with("Other-Leg-"));
         let mut vars_done = false;
         let mut used_extra = vec![false; extra.len()];
-        for (k, v) in &tpl.headers {
+        for ((k, v), templated) in tpl.headers.iter().zip(&tpl.templated) {
             if k.starts_with("variable_") {
                 if !vars_done {
                     if !has_other_block && self.other.is_some() {
@@ -422,9 +462,11 @@ impl Channel {
                 out.push((k.clone(), extra[i].1.clone()));
                 continue;
             }
-            let value = self
-                .dynamic(k, now, seq)
-                .unwrap_or_else(|| self.substitute(v));
+            let value = match self.dynamic(k, now, seq) {
+                Some(value) => value,
+                None if *templated => self.substitute(v),
+                None => v.clone(),
+            };
             out.push((k.clone(), value));
         }
         for (i, (k, v)) in extra.iter().enumerate() {
