@@ -207,10 +207,6 @@ fn url_decode(v: &str) -> String {
     percent_decode_str(v).decode_utf8_lossy().into_owned()
 }
 
-pub(crate) fn url_encode(v: &str) -> String {
-    utf8_percent_encode(v, FS_UNSAFE).to_string()
-}
-
 /// Serialises headers the way `switch_event_serialize(encode=TRUE)` does.
 pub(crate) fn serialize_headers(headers: &[(String, String)]) -> String {
     let size: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
