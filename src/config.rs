@@ -261,6 +261,20 @@ pub struct FreeswitchConfig {
     /// (shipped in dialplan/freeswitch/bidbridge.xml).
     pub failover_extension: String,
     pub failover_context: String,
+    /// How the switch serialises this session's events (`myevents json` or
+    /// `myevents plain`). JSON is the cheaper one to read: the ESL client
+    /// skips splitting lines and percent-decoding ~150 values per event
+    /// (docs/performance.md). `plain` is for a switch or a tool in between
+    /// that only speaks the plain form.
+    pub event_format: SessionEventFormat,
+}
+
+/// The serialisation of a session's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEventFormat {
+    Json,
+    Plain,
 }
 
 impl Default for FreeswitchConfig {
@@ -271,6 +285,7 @@ impl Default for FreeswitchConfig {
             prompt_extension: "wav".to_string(),
             failover_extension: "bidbridge_failover".to_string(),
             failover_context: "bidbridge".to_string(),
+            event_format: SessionEventFormat::Json,
         }
     }
 }

@@ -30,7 +30,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::esl::{Record, Transcript, app_of, command_header, verb};
+use bidbridge::config::SessionEventFormat;
+use common::esl::{Record, Transcript, app_of, command_header, event_field, verb};
 use common::{TestDb, eventually, test_config};
 use freeswitch_esl_tokio::mock::MockConnection;
 use tokio::net::TcpStream;
@@ -100,6 +101,23 @@ publisher = "pub"
     text
 }
 
+/// `CHANNEL_EXECUTE` or `CHANNEL_EXECUTE_COMPLETE` when `frame` is one of
+/// a `set` application's events.
+fn set_event(frame: &str) -> Option<&'static str> {
+    if event_field(frame, "Application").as_deref() != Some("set") {
+        return None;
+    }
+    match event_field(frame, "Event-Name").as_deref() {
+        Some("CHANNEL_EXECUTE") => Some("CHANNEL_EXECUTE"),
+        Some("CHANNEL_EXECUTE_COMPLETE") => Some("CHANNEL_EXECUTE_COMPLETE"),
+        _ => None,
+    }
+}
+
+fn is_hangup(frame: &str) -> bool {
+    event_field(frame, "Event-Name").as_deref() == Some("CHANNEL_HANGUP")
+}
+
 /// mod_commands' answer to an `api uuid_setvar` that set the variable.
 const API_OK: &str = "Content-Type: api/response\nContent-Length: 4\n\n+OK\n";
 
@@ -117,11 +135,9 @@ fn synthesized_reply(command: &str, hung_up: bool, last_set_complete: Option<&st
             if !hung_up
                 && let (Some(template), Some(id)) =
                     (last_set_complete, command_header(command, "Event-UUID"))
-                && let Some(old) = template
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Application-UUID: "))
+                && let Some(old) = event_field(template, "Application-UUID")
             {
-                frames.push(template.replace(old, id));
+                frames.push(template.replace(&old, id));
             }
             frames
         }
@@ -165,6 +181,17 @@ fn same_variable_set(daemon: &str, recorded: &str, channel: &str) -> bool {
 fn same_command(daemon: &str, recorded: &str) -> bool {
     if verb(daemon) != verb(recorded) {
         return false;
+    }
+    if verb(daemon) == "myevents" {
+        // The same serialisation: `myevents` alone is plain.
+        let format = |c: &str| {
+            c.lines()
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .unwrap_or("plain")
+                .to_string()
+        };
+        return format(daemon) == format(recorded);
     }
     if verb(daemon) != "sendmsg" {
         return true;
@@ -270,12 +297,7 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
         frames
             .iter()
             .filter(|f| !(skip_replies && f.starts_with("Content-Type: command/reply")))
-            .filter(|f| {
-                let is_event = common::esl::header(f, "Content-Type") == Some("text/event-plain");
-                !(is_event
-                    && common::esl::header(f, "Event-Name")
-                        .is_some_and(|name| nixed.contains(name)))
-            })
+            .filter(|f| !event_field(f, "Event-Name").is_some_and(|name| nixed.contains(&name)))
             .map(|f| {
                 let mut f = f.clone();
                 for (recorded, ours) in uuids {
@@ -335,19 +357,14 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
             let (_, frames) = &replay.steps[step];
             switch.send_raw(API_OK).await.unwrap();
             for f in deliver(frames, &uuids, &nixed, true) {
-                let set_event = f.contains("Application: set\n")
-                    && (f.contains("Event-Name: CHANNEL_EXECUTE\n")
-                        || f.contains("Event-Name: CHANNEL_EXECUTE_COMPLETE\n"));
-                if set_event {
-                    if f.contains("Event-Name: CHANNEL_EXECUTE_COMPLETE") {
-                        last_set_complete = Some(f);
+                match set_event(&f) {
+                    Some("CHANNEL_EXECUTE_COMPLETE") => last_set_complete = Some(f),
+                    Some(_) => {}
+                    None => {
+                        hung_up |= is_hangup(&f);
+                        switch.send_raw(&f).await.unwrap();
                     }
-                    continue;
                 }
-                if f.contains("Event-Name: CHANNEL_HANGUP\n") {
-                    hung_up = true;
-                }
-                switch.send_raw(&f).await.unwrap();
             }
             step += 1;
             continue;
@@ -365,12 +382,8 @@ async fn replay(esl: std::net::SocketAddr, transcript: &Transcript) -> Vec<Strin
                 uuids.insert(theirs.to_string(), ours.to_string());
             }
             for f in deliver(frames, &uuids, &nixed, false) {
-                if f.contains("Event-Name: CHANNEL_HANGUP\n") {
-                    hung_up = true;
-                }
-                if f.contains("Event-Name: CHANNEL_EXECUTE_COMPLETE")
-                    && f.contains("Application: set\n")
-                {
+                hung_up |= is_hangup(&f);
+                if set_event(&f) == Some("CHANNEL_EXECUTE_COMPLETE") {
                     last_set_complete = Some(f.clone());
                 }
                 switch.send_raw(&f).await.unwrap();
@@ -405,11 +418,28 @@ struct Daemon {
     _journal: tempfile::TempDir,
 }
 
-async fn daemon(catalog_toml: &str) -> Daemon {
+/// The event serialisation the recording asked for (`myevents` alone is
+/// plain): the daemon is configured to ask for the same.
+fn recorded_event_format(transcript: &Transcript) -> SessionEventFormat {
+    let json = transcript.records.iter().any(|r| match r {
+        Record::Send { bytes, .. } => bytes.starts_with(b"myevents json"),
+        _ => false,
+    });
+    if json {
+        SessionEventFormat::Json
+    } else {
+        SessionEventFormat::Plain
+    }
+}
+
+/// A daemon with `catalog_toml`, asking for events as `transcript` did.
+async fn daemon(catalog_toml: &str, transcript: &Transcript) -> Daemon {
     let db = TestDb::migrated().await;
     db.apply_catalog(catalog_toml).await;
     let journal = tempfile::tempdir().unwrap();
-    let running = bidbridge::server::start(test_config(&db, journal.path()))
+    let mut config = test_config(&db, journal.path());
+    config.freeswitch.event_format = recorded_event_format(transcript);
+    let running = bidbridge::server::start(config)
         .await
         .expect("daemon starts");
     let catalog = running.services.catalog.clone();
@@ -450,8 +480,8 @@ fn apps(commands: &[String]) -> Vec<String> {
 }
 
 async fn check_failover_call(name: &str, endpoints: [&str; 3]) {
-    let d = daemon(&catalog(endpoints, [3, 20, 20], true)).await;
     let transcript = Transcript::load(name);
+    let d = daemon(&catalog(endpoints, [3, 20, 20], true), &transcript).await;
     let commands = replay(d.running.esl_addr.unwrap(), &transcript).await;
     let apps = apps(&commands);
     // The recorded sequence, in order (with the daemon's own sets between).
@@ -593,18 +623,34 @@ async fn transcript_04a_same_call_with_every_event_subscribed() {
 }
 
 #[tokio::test]
-async fn transcript_02_caller_hangs_up_during_the_greeting() {
-    let d = daemon(&catalog(
+async fn transcript_04b_same_call_with_json_events() {
+    check_failover_call(
+        "04b_outbound_ivr_bridge_failover_json_all.esl",
         [
-            "loopback/a/default",
-            "loopback/b/default",
-            "loopback/c/default",
+            "loopback/buyer_noanswer/default",
+            "loopback/buyer_busy/default",
+            "loopback/buyer_answer/default",
         ],
-        [20, 20, 20],
-        false,
-    ))
+    )
     .await;
+}
+
+#[tokio::test]
+async fn transcript_02_caller_hangs_up_during_the_greeting() {
     let transcript = Transcript::load("02_outbound_caller_hangup_during_ivr.esl");
+    let d = daemon(
+        &catalog(
+            [
+                "loopback/a/default",
+                "loopback/b/default",
+                "loopback/c/default",
+            ],
+            [20, 20, 20],
+            false,
+        ),
+        &transcript,
+    )
+    .await;
     let commands = replay(d.running.esl_addr.unwrap(), &transcript).await;
     // Nothing after the hang-up but the goodbye: no collect, no bridge.
     assert_eq!(apps(&commands), vec!["answer", "playback"], "{commands:?}");
@@ -622,8 +668,8 @@ async fn transcript_02_caller_hangs_up_during_the_greeting() {
 #[tokio::test]
 async fn transcript_03_caller_hangs_up_while_the_buyer_rings() {
     // 03 has no menu: greeting, then straight to the bridge.
-    let d = daemon(&greeting_only_catalog()).await;
     let transcript = Transcript::load("03_outbound_caller_hangup_bridge_ringing.esl");
+    let d = daemon(&greeting_only_catalog(), &transcript).await;
     let commands = replay(d.running.esl_addr.unwrap(), &transcript).await;
     assert_eq!(
         apps(&commands).iter().filter(|a| *a == "bridge").count(),

@@ -502,6 +502,61 @@ pub(crate) fn event_frame(headers: &[(String, String)]) -> String {
     )
 }
 
+/// The event frame around a JSON body, as mod_event_socket writes it for
+/// `myevents json` (recording 04b): one flat object in header order, every
+/// value a string except list variables (`ARRAY::a|:b`), which FreeSWITCH
+/// keeps as arrays and cJSON writes as JSON arrays. No newline after it.
+pub(crate) fn json_event_frame(headers: &[(String, String)]) -> String {
+    let size: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let mut body = String::with_capacity(size + 2);
+    body.push('{');
+    for (i, (k, v)) in headers.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        push_json_string(&mut body, k);
+        body.push(':');
+        match v.strip_prefix("ARRAY::") {
+            Some(items) => {
+                body.push('[');
+                for (j, item) in items.split("|:").enumerate() {
+                    if j > 0 {
+                        body.push(',');
+                    }
+                    push_json_string(&mut body, item);
+                }
+                body.push(']');
+            }
+            None => push_json_string(&mut body, v),
+        }
+    }
+    body.push('}');
+    format!(
+        "Content-Length: {}\nContent-Type: text/event-json\n\n{body}",
+        body.len()
+    )
+}
+
+/// A JSON string as cJSON writes it: `"` and `\\` escaped, control
+/// characters as `\n`-style or `\u00XX` escapes, everything else as is.
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 fn reply(text: &str) -> String {
     format!("Content-Type: command/reply\nReply-Text: {text}\n\n")
 }
@@ -732,6 +787,8 @@ struct Call {
     trace: CallTrace,
     connected: bool,
     events_on: bool,
+    /// `myevents json` / `event json ...`: events as `text/event-json`.
+    events_json: bool,
     /// Event names switched off with `nixevent` (FreeSWITCH clears their
     /// `event_list` entries, so they never reach the socket).
     nixed: Vec<String>,
@@ -808,6 +865,7 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             trace: std::mem::take(&mut trace),
             connected: false,
             events_on: false,
+            events_json: false,
             nixed: Vec::new(),
             linger: None,
             state: State::Live,
@@ -879,7 +937,11 @@ impl Call {
         let bridge_tpl = self.tpl.get("CHANNEL_BRIDGE")?;
         let now = self.clock.now_us();
         let headers = self.ch.headers(tpl, bridge_tpl, now, extra);
-        let frame = event_frame(&headers);
+        let frame = if self.events_json {
+            json_event_frame(&headers)
+        } else {
+            event_frame(&headers)
+        };
         self.send(&frame).await
     }
 
@@ -1034,6 +1096,7 @@ impl Call {
             }
             "myevents" => {
                 self.events_on = true;
+                self.events_json = rest.trim().eq_ignore_ascii_case("json");
                 self.nixed.clear();
                 self.send(&reply("+OK Events Enabled")).await?;
             }
@@ -1045,11 +1108,8 @@ impl Call {
                 } else {
                     self.nixed.retain(|n| !words.contains(n));
                 }
-                let format = if rest.starts_with("json") {
-                    "json"
-                } else {
-                    "plain"
-                };
+                self.events_json = rest.starts_with("json");
+                let format = if self.events_json { "json" } else { "plain" };
                 self.send(&reply(&format!("+OK event listener enabled {format}")))
                     .await?;
             }
@@ -2222,6 +2282,79 @@ behaviour = "unreachable"
                 .any(|w| w == t.raw.as_bytes());
             assert!(found, "{name} is not a frame of {}", path.display());
         }
+    }
+
+    /// A JSON object's entries in the order written (serde_json's own map
+    /// sorts them).
+    struct InOrder(Vec<(String, serde_json::Value)>);
+
+    impl<'de> serde::Deserialize<'de> for InOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Entries;
+            impl<'de> serde::de::Visitor<'de> for Entries {
+                type Value = InOrder;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<InOrder, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        entries.push(entry);
+                    }
+                    Ok(InOrder(entries))
+                }
+            }
+            d.deserialize_map(Entries)
+        }
+    }
+
+    /// Every `text/event-json` frame of recording 04b, turned back into
+    /// headers (a JSON array as FreeSWITCH's `ARRAY::a|:b`) and written
+    /// again, is the recorded frame byte for byte.
+    #[test]
+    fn json_event_frames_are_written_as_the_switch_writes_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/esl/04b_outbound_ivr_bridge_failover_json_all.esl");
+        let recording = std::fs::read(&path).expect("recording 04b");
+        let text = String::from_utf8(recording).expect("04b is UTF-8");
+        let mut checked = 0;
+        for frame in text.split("\n#RECV ").skip(1) {
+            // `<n> <t_ms>\n<n bytes>`: the frame is the n bytes.
+            let (marker, rest) = frame.split_once('\n').unwrap();
+            let n: usize = marker.split(' ').next().unwrap().parse().unwrap();
+            let frame = &rest[..n];
+            let Some(body) = frame.strip_prefix("Content-Length: ").and_then(|r| {
+                r.split_once("\nContent-Type: text/event-json\n\n")
+                    .map(|(_, b)| b)
+            }) else {
+                continue;
+            };
+            let InOrder(object) = serde_json::from_str(body).unwrap();
+            let headers: Vec<(String, String)> = object
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Array(items) => format!(
+                            "ARRAY::{}",
+                            items
+                                .iter()
+                                .map(|i| i.as_str().unwrap().to_string())
+                                .collect::<Vec<_>>()
+                                .join("|:")
+                        ),
+                        other => panic!("unexpected JSON value {other}"),
+                    };
+                    (k, v)
+                })
+                .collect();
+            assert_eq!(json_event_frame(&headers), frame);
+            checked += 1;
+        }
+        assert!(checked > 40, "only {checked} JSON events in 04b");
     }
 
     /// Reads from a raw socket until `needle` has arrived (or 5 s pass).

@@ -118,6 +118,25 @@ pub fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
 }
 
+/// A field of an event frame, plain (`Name: url-encoded value` lines) or
+/// JSON (`text/event-json`, one flat object; a list variable is an array
+/// and is returned as its JSON text). Plain values come back as they are on
+/// the wire, JSON values decoded.
+pub fn event_field(frame: &str, name: &str) -> Option<String> {
+    match header(frame, "Content-Type")? {
+        "text/event-plain" => header(frame, name).map(str::to_string),
+        "text/event-json" => {
+            let (_, body) = frame.split_once("\n\n")?;
+            let object: serde_json::Value = serde_json::from_str(body).ok()?;
+            match object.get(name)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Case-insensitive header lookup in a command the daemon sent (the
 /// library title-cases header names; FreeSWITCH does not care).
 pub fn command_header<'a>(command: &'a str, name: &str) -> Option<&'a str> {

@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::wire::{self, BridgeReport};
 use crate::catalog::dial::{DialTarget, PromptName};
-use crate::config::FreeswitchConfig;
+use crate::config::{FreeswitchConfig, SessionEventFormat};
 use crate::pbx::{
     BridgeOutcome, BridgeRequest, CallChannel, CallInfo, CallerPresence, CallerPresenceSender,
     ChannelError, CollectOutcome, CollectRequest, HangupCause, PbxKind, PlayOutcome,
@@ -199,7 +199,11 @@ impl FsChannel {
         let pump = tokio::spawn(pump(events, shared.clone()));
 
         let lost = |e: freeswitch_esl_tokio::EslError| ChannelError::ConnectionLost(e.to_string());
-        client.myevents(EventFormat::Plain).await.map_err(lost)?;
+        let format = match settings.event_format {
+            SessionEventFormat::Json => EventFormat::Json,
+            SessionEventFormat::Plain => EventFormat::Plain,
+        };
+        client.myevents(format).await.map_err(lost)?;
         // Only a saving: a switch that refuses it still works, just slower.
         if let Err(e) = client.nixevent_raw(UNUSED_EVENTS).await {
             if e.is_connection_error() {
