@@ -25,6 +25,7 @@
 //! early close, silence all end in a failed [`CallTrace`] within bounded
 //! time), or talk to anything but the address it was given.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,10 @@ pub(crate) struct Template {
     pub raw: String,
 }
 
+/// One header of an event being written: borrowed from the template or the
+/// channel where the value is theirs unchanged.
+type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// The recording's identities a simulated call replaces with its own.
 const TPL_ALL: [&str; 8] = [
     TPL_UUID,
@@ -208,13 +213,16 @@ fn url_decode(v: &str) -> String {
 }
 
 /// Serialises headers the way `switch_event_serialize(encode=TRUE)` does.
-pub(crate) fn serialize_headers(headers: &[(String, String)]) -> String {
-    let size: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+pub(crate) fn serialize_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> String {
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 8)
+        .sum();
     let mut out = String::with_capacity(size + size / 4);
     for (k, v) in headers {
-        out.push_str(k);
+        out.push_str(k.as_ref());
         out.push_str(": ");
-        out.extend(utf8_percent_encode(v, FS_UNSAFE));
+        out.extend(utf8_percent_encode(v.as_ref(), FS_UNSAFE));
         out.push('\n');
     }
     out.push('\n');
@@ -284,12 +292,23 @@ struct OtherLeg {
     created_us: i64,
 }
 
+/// Is `header` the event header of channel variable `name`
+/// (`variable_<name>`)? Lengths first: this runs for every variable of a
+/// channel on every lookup.
+fn is_variable(header: &str, name: &str) -> bool {
+    header.len() == name.len() + "variable_".len()
+        && header.ends_with(name)
+        && header.starts_with("variable_")
+}
+
 #[derive(Debug)]
 struct Channel {
     uuid: String,
     core_uuid: String,
     caller: String,
     dest: String,
+    /// The channel variables in FreeSWITCH's order, each under its event
+    /// header name (`variable_<name>`), so an event borrows them as they are.
     vars: Vec<(String, String)>,
     created_us: i64,
     answered_us: Option<i64>,
@@ -307,7 +326,7 @@ impl Channel {
     fn var(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| is_variable(k, name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -315,14 +334,14 @@ impl Channel {
     /// appends new ones, which is what the recordings show.
     fn set(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
-        match self.vars.iter_mut().find(|(k, _)| k == name) {
+        match self.vars.iter_mut().find(|(k, _)| is_variable(k, name)) {
             Some(slot) => slot.1 = value,
-            None => self.vars.push((name.to_string(), value)),
+            None => self.vars.push((format!("variable_{name}"), value)),
         }
     }
 
     fn unset(&mut self, name: &str) {
-        self.vars.retain(|(k, _)| k != name);
+        self.vars.retain(|(k, _)| !is_variable(k, name));
     }
 
     /// Appends to a FreeSWITCH list variable (`a` → `ARRAY::a|:b`).
@@ -397,11 +416,11 @@ impl Channel {
                 _ => None,
             };
         }
-        let stamp = Utc.timestamp_micros(now).single();
+        let stamp = || Utc.timestamp_micros(now).single();
         Some(match name {
             "Event-Date-Timestamp" => now.to_string(),
-            "Event-Date-Local" => stamp?.format("%Y-%m-%d %H:%M:%S").to_string(),
-            "Event-Date-GMT" => stamp?.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            "Event-Date-Local" => stamp()?.format("%Y-%m-%d %H:%M:%S").to_string(),
+            "Event-Date-GMT" => stamp()?.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
             "Event-Sequence" => seq.to_string(),
             "Answer-State" => self.answer_state().into(),
             "Channel-Call-State" => self.call_state().into(),
@@ -420,15 +439,15 @@ impl Channel {
     /// The headers of an event built from `tpl`: the template's own headers
     /// with this call's identities and times, this channel's variables in
     /// place of the recorded ones, and `extra` overriding or appended.
-    fn headers(
-        &self,
-        tpl: &Template,
-        bridge_tpl: &Template,
+    fn headers<'a>(
+        &'a self,
+        tpl: &'a Template,
+        bridge_tpl: &'a Template,
         now: i64,
-        extra: &[(&str, String)],
-    ) -> Vec<(String, String)> {
+        extra: &'a [(&'a str, String)],
+    ) -> Vec<Header<'a>> {
         let seq = EVENT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let mut out: Vec<(String, String)> = Vec::with_capacity(tpl.headers.len() + 40);
+        let mut out: Vec<Header<'a>> = Vec::with_capacity(tpl.headers.len() + 40);
         let has_other_block = tpl.headers.iter().any(|(k, _)| k.starts_with("Other-Leg-"));
         let mut vars_done = false;
         let mut used_extra = vec![false; extra.len()];
@@ -441,7 +460,7 @@ impl Channel {
                     out.extend(
                         self.vars
                             .iter()
-                            .map(|(n, v)| (format!("variable_{n}"), v.clone())),
+                            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str()))),
                     );
                     vars_done = true;
                 }
@@ -455,30 +474,33 @@ impl Channel {
             }
             if let Some(i) = extra.iter().position(|(n, _)| n == k) {
                 used_extra[i] = true;
-                out.push((k.clone(), extra[i].1.clone()));
+                out.push((
+                    Cow::Borrowed(k.as_str()),
+                    Cow::Borrowed(extra[i].1.as_str()),
+                ));
                 continue;
             }
             let value = match self.dynamic(k, now, seq) {
-                Some(value) => value,
-                None if *templated => self.substitute(v),
-                None => v.clone(),
+                Some(value) => Cow::Owned(value),
+                None if *templated => Cow::Owned(self.substitute(v)),
+                None => Cow::Borrowed(v.as_str()),
             };
-            out.push((k.clone(), value));
+            out.push((Cow::Borrowed(k.as_str()), value));
         }
         for (i, (k, v)) in extra.iter().enumerate() {
             if !used_extra[i] {
-                out.push((k.to_string(), v.clone()));
+                out.push((Cow::Borrowed(*k), Cow::Borrowed(v.as_str())));
             }
         }
         out
     }
 
-    fn push_other_block(
-        &self,
-        bridge_tpl: &Template,
+    fn push_other_block<'a>(
+        &'a self,
+        bridge_tpl: &'a Template,
         now: i64,
         seq: u64,
-        out: &mut Vec<(String, String)>,
+        out: &mut Vec<Header<'a>>,
     ) {
         for (k, v) in bridge_tpl
             .headers
@@ -488,13 +510,13 @@ impl Channel {
             let value = self
                 .dynamic(k, now, seq)
                 .unwrap_or_else(|| self.substitute(v));
-            out.push((k.clone(), value));
+            out.push((Cow::Borrowed(k.as_str()), Cow::Owned(value)));
         }
     }
 }
 
 /// The event frame around a plain body, as mod_event_socket writes it.
-pub(crate) fn event_frame(headers: &[(String, String)]) -> String {
+pub(crate) fn event_frame<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> String {
     let body = serialize_headers(headers);
     format!(
         "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
@@ -506,17 +528,20 @@ pub(crate) fn event_frame(headers: &[(String, String)]) -> String {
 /// `myevents json` (recording 04b): one flat object in header order, every
 /// value a string except list variables (`ARRAY::a|:b`), which FreeSWITCH
 /// keeps as arrays and cJSON writes as JSON arrays. No newline after it.
-pub(crate) fn json_event_frame(headers: &[(String, String)]) -> String {
-    let size: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+pub(crate) fn json_event_frame<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> String {
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 8)
+        .sum();
     let mut body = String::with_capacity(size + 2);
     body.push('{');
     for (i, (k, v)) in headers.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        push_json_string(&mut body, k);
+        push_json_string(&mut body, k.as_ref());
         body.push(':');
-        match v.strip_prefix("ARRAY::") {
+        match v.as_ref().strip_prefix("ARRAY::") {
             Some(items) => {
                 body.push('[');
                 for (j, item) in items.split("|:").enumerate() {
@@ -527,7 +552,7 @@ pub(crate) fn json_event_frame(headers: &[(String, String)]) -> String {
                 }
                 body.push(']');
             }
-            None => push_json_string(&mut body, v),
+            None => push_json_string(&mut body, v.as_ref()),
         }
     }
     body.push('}');
@@ -541,6 +566,12 @@ pub(crate) fn json_event_frame(headers: &[(String, String)]) -> String {
 /// characters as `\n`-style or `\u00XX` escapes, everything else as is.
 fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
+    // Most values need no escape at all: copy them whole.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -885,13 +916,13 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
         call.ch.vars = data
             .headers
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("variable_").map(|n| (n.to_string(), v)))
-            .map(|(n, v)| (n, call.ch.substitute(v)))
+            .filter(|(k, _)| k.starts_with("variable_"))
+            .map(|(k, v)| (k.clone(), call.ch.substitute(v)))
             .collect();
         // The caller profile's own variables (a publisher's SIP headers).
         for (name, value) in &call.profile.variables {
-            call.ch.vars.retain(|(n, _)| n != name);
-            call.ch.vars.push((name.clone(), value.clone()));
+            call.ch.unset(name);
+            call.ch.set(name, value.clone());
         }
         let outcome = call.serve().await;
         reader.abort();
