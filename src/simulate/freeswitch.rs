@@ -2342,6 +2342,29 @@ behaviour = "unreachable"
         }
     }
 
+    /// The `RECV` payloads of an `ESL-TRANSCRIPT 1` file, read by their
+    /// byte counts (payloads hold newlines and blank lines; markers are never
+    /// looked for inside them).
+    fn received_frames(text: &str) -> Vec<&str> {
+        let mut frames = Vec::new();
+        let mut rest = text;
+        while let Some((line, after)) = rest.split_once('\n') {
+            rest = after;
+            let payload = line
+                .strip_prefix("#RECV ")
+                .map(|m| (true, m))
+                .or_else(|| line.strip_prefix("#SEND ").map(|m| (false, m)));
+            if let Some((received, marker)) = payload {
+                let n: usize = marker.split(' ').next().unwrap().parse().unwrap();
+                if received {
+                    frames.push(&rest[..n]);
+                }
+                rest = &rest[n + 1..];
+            }
+        }
+        frames
+    }
+
     /// Every `text/event-json` frame of recording 04b, turned back into
     /// headers (a JSON array as FreeSWITCH's `ARRAY::a|:b`) and written
     /// again, is the recorded frame byte for byte.
@@ -2352,11 +2375,7 @@ behaviour = "unreachable"
         let recording = std::fs::read(&path).expect("recording 04b");
         let text = String::from_utf8(recording).expect("04b is UTF-8");
         let mut checked = 0;
-        for frame in text.split("\n#RECV ").skip(1) {
-            // `<n> <t_ms>\n<n bytes>`: the frame is the n bytes.
-            let (marker, rest) = frame.split_once('\n').unwrap();
-            let n: usize = marker.split(' ').next().unwrap().parse().unwrap();
-            let frame = &rest[..n];
+        for frame in received_frames(&text) {
             let Some(body) = frame.strip_prefix("Content-Length: ").and_then(|r| {
                 r.split_once("\nContent-Type: text/event-json\n\n")
                     .map(|(_, b)| b)
