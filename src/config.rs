@@ -164,7 +164,8 @@ pub enum UnknownNumberAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallsConfig {
-    /// Calls handled at once; connections beyond it wait for a slot.
+    /// Calls served at once; a call beyond it is handed straight back to
+    /// the switch's dialplan (its failover), see [`crate::admission`].
     pub max_concurrent: usize,
     /// On SIGTERM, how long calls in progress may take to finish.
     pub drain_timeout_secs: u64,

@@ -7,6 +7,7 @@
 //! with fall-through to the next bidders and a backup line, and settled into
 //! a call record. See `docs/architecture.md` for the map of modules.
 
+pub mod admission;
 pub mod api;
 pub mod attestation;
 pub mod auction;

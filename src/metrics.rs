@@ -52,6 +52,14 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// freeswitch or asterisk.
+    pub pbx: String,
+    /// capacity or draining (see [`crate::admission::Refusal`]).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PostbackLabels {
     /// publisher_payable, buyer_win, ... (a fixed set).
     pub kind: String,
@@ -63,6 +71,7 @@ pub struct Metrics {
     registry: Registry,
     pub calls_in_progress: Family<CampaignLabel, Gauge>,
     pub calls: Family<CallLabels, Counter>,
+    pub calls_refused: Family<RefusalLabels, Counter>,
     pub auctions: Family<CampaignLabel, Counter>,
     pub auction_seconds: Histogram,
     pub bid_latency_seconds: Family<BuyerLabel, Histogram>,
@@ -105,6 +114,7 @@ impl Metrics {
         let m = Metrics {
             calls_in_progress: Family::default(),
             calls: Family::default(),
+            calls_refused: Family::default(),
             auctions: Family::default(),
             auction_seconds: latency_histogram(),
             bid_latency_seconds: Family::new_with_constructor(latency_histogram),
@@ -136,6 +146,11 @@ impl Metrics {
             "calls",
             "Finished calls by campaign and disposition",
             m.calls.clone(),
+        );
+        registry.register(
+            "calls_refused",
+            "Calls handed straight back to the switch's dialplan (its failover) without being served, by PBX and reason: capacity (calls.max_concurrent reached) or draining (still queued when a shutdown stopped accepting)",
+            m.calls_refused.clone(),
         );
         registry.register("auctions", "Auctions run, by campaign", m.auctions.clone());
         registry.register(

@@ -2,9 +2,13 @@
 //!
 //! Start-up order matters for callers: the HTTP API comes up first (health
 //! answers, readiness says "not yet"), then the database and the catalog
-//! (retried with backoff, never a crash loop), and only then the call
-//! listeners. Until they listen, the switch's `socket`/`AGI()` fails at once
-//! and the dialplan's failover connects the caller to the backup line.
+//! (retried with backoff, never a crash loop), and only then do the call
+//! sockets listen. They are bound at start (a taken port fails start), but
+//! until they listen the kernel refuses the switch's connect, so
+//! `socket`/`AGI()` fails at once and the dialplan's failover connects the
+//! caller to the backup line. Once listening, a call beyond
+//! `calls.max_concurrent` is accepted and handed straight back to the
+//! dialplan ([`crate::admission`]), never left in the listen backlog.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop accepting calls, let calls in progress
 //! finish for up to `calls.drain_timeout_secs`, flush the record writer,
@@ -16,13 +20,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Decision, Refusal};
 use crate::catalog::cache::{self, CatalogCache};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pbx::PbxKind;
 use crate::services::Services;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,32 +106,33 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         listening: watch::channel(false).0,
     });
 
-    let bind = |what: &'static str, addr: std::net::SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { what, addr, source })
-    };
     let http_listener = if config.http.enabled {
-        Some(bind("http", config.http.listen).await?)
+        let addr = config.http.listen;
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "http",
+                    addr,
+                    source,
+                })?,
+        )
     } else {
         None
     };
-    let esl_listener = if config.esl.enabled {
-        Some(bind("esl", config.esl.listen).await?)
+    let esl_socket = if config.esl.enabled {
+        Some(bind_call_socket("esl", config.esl.listen)?)
     } else {
         None
     };
-    let agi_listener = if config.agi.enabled {
-        Some(bind("agi", config.agi.listen).await?)
+    let agi_socket = if config.agi.enabled {
+        Some(bind_call_socket("agi", config.agi.listen)?)
     } else {
         None
     };
-    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-    let (http_addr, esl_addr, agi_addr) = (
-        local(&http_listener),
-        local(&esl_listener),
-        local(&agi_listener),
-    );
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let local = |s: &Option<TcpSocket>| s.as_ref().and_then(|s| s.local_addr().ok());
+    let (esl_addr, agi_addr) = (local(&esl_socket), local(&agi_socket));
 
     let http = http_listener.map(|listener| {
         tracing::info!(listen = ?http_addr, "HTTP API listening");
@@ -153,7 +160,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let background = {
         let services = services.clone();
         async move {
-            // The catalog must be loaded before we take calls.
+            // The catalog must be loaded before the call sockets listen.
             if !load_catalog(&catalog, &pool, shutdown.clone()).await {
                 tracing::info!("shut down before the catalog was loaded");
                 if let Some(p) = postbacks {
@@ -173,34 +180,50 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 config.catalog.clone(),
                 shutdown.clone(),
             );
+
+            let admission = Arc::new(Admission::new(config.calls.max_concurrent, metrics.clone()));
             let calls = TaskTracker::new();
-            let slots = Arc::new(Semaphore::new(config.calls.max_concurrent));
             let mut accept_loops = Vec::new();
-            if let Some(listener) = esl_listener {
-                tracing::info!(listen = ?esl_addr, "FreeSWITCH outbound ESL listening");
-                accept_loops.push(tokio::spawn(accept_loop(
-                    "esl",
-                    listener,
-                    slots.clone(),
-                    calls.clone(),
-                    shutdown.clone(),
-                    services.clone(),
-                    crate::pbx::freeswitch::serve_connection,
-                )));
+            let mut all_listening = true;
+            if let Some(socket) = esl_socket {
+                match listen(socket, "esl", esl_addr) {
+                    Some(listener) => {
+                        tracing::info!(listen = ?esl_addr, "FreeSWITCH outbound ESL listening");
+                        accept_loops.push(tokio::spawn(accept_loop(
+                            PbxKind::Freeswitch,
+                            listener,
+                            admission.clone(),
+                            calls.clone(),
+                            shutdown.clone(),
+                            services.clone(),
+                            crate::pbx::freeswitch::serve_connection,
+                            crate::pbx::freeswitch::refuse_connection,
+                        )));
+                    }
+                    None => all_listening = false,
+                }
             }
-            if let Some(listener) = agi_listener {
-                tracing::info!(listen = ?agi_addr, "Asterisk FastAGI listening");
-                accept_loops.push(tokio::spawn(accept_loop(
-                    "agi",
-                    listener,
-                    slots.clone(),
-                    calls.clone(),
-                    shutdown.clone(),
-                    services.clone(),
-                    crate::pbx::asterisk::serve_connection,
-                )));
+            if let Some(socket) = agi_socket {
+                match listen(socket, "agi", agi_addr) {
+                    Some(listener) => {
+                        tracing::info!(listen = ?agi_addr, "Asterisk FastAGI listening");
+                        accept_loops.push(tokio::spawn(accept_loop(
+                            PbxKind::Asterisk,
+                            listener,
+                            admission.clone(),
+                            calls.clone(),
+                            shutdown.clone(),
+                            services.clone(),
+                            crate::pbx::asterisk::serve_connection,
+                            crate::pbx::asterisk::refuse_connection,
+                        )));
+                    }
+                    None => all_listening = false,
+                }
             }
-            state.listening.send_replace(true);
+            // Readiness stays false if a call socket could not listen: the
+            // operator sees it, and that switch's calls fail over at once.
+            state.listening.send_replace(all_listening);
 
             let mut shutdown_wait = shutdown.clone();
             let _ = shutdown_wait.wait_for(|s| *s).await;
@@ -252,6 +275,49 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     })
 }
 
+/// Connections the kernel may queue for a call socket before we accept
+/// them (tokio's default for `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a call socket without listening on it: a taken or bad address
+/// fails start, yet the switch's connects are refused by the kernel (and
+/// fail over at once) until [`listen`] is called.
+fn bind_call_socket(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<TcpSocket, ServerError> {
+    let bind = || -> std::io::Result<TcpSocket> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does: a restart must not wait for the old
+        // connections' TIME_WAIT. Linux still refuses the bind while
+        // another socket listens on the address.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    bind().map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Starts listening on a bound call socket; logs and returns None when
+/// that fails (another process began listening on the port meanwhile).
+fn listen(
+    socket: TcpSocket,
+    what: &'static str,
+    addr: Option<std::net::SocketAddr>,
+) -> Option<TcpListener> {
+    match socket.listen(LISTEN_BACKLOG) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::error!(listener = what, ?addr, error = %e, "cannot listen for calls; this switch's calls fail over until bidbridge is restarted");
+            None
+        }
+    }
+}
+
 async fn stop_writer(writer: crate::ledger::writer::WriterHandle) {
     let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
 }
@@ -281,50 +347,106 @@ async fn load_catalog(
     }
 }
 
-/// Accepts connections until shutdown; each runs `serve` in its own task
-/// holding a concurrency slot, tracked for the drain.
-async fn accept_loop<F, Fut>(
-    name: &'static str,
+/// Accepts connections until shutdown. Each is served in its own task
+/// holding a call slot (tracked for the drain), or, when [`Admission`]
+/// refuses it, handed back to the switch's dialplan.
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop<S, SFut, R, RFut>(
+    pbx: PbxKind,
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
     calls: TaskTracker,
     mut shutdown: watch::Receiver<bool>,
     services: Arc<Services>,
-    serve: F,
+    serve: S,
+    refuse: R,
 ) where
-    F: Fn(TcpStream, Arc<Services>) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    S: Fn(TcpStream, Arc<Services>) -> SFut + Copy + Send + 'static,
+    SFut: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> RFut + Copy + Send + 'static,
+    RFut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = Duration::from_millis(10);
     loop {
-        // Take a slot first: at the limit, new calls wait in the listen
-        // backlog rather than being accepted and starved.
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|s| *s) => return,
+            accepted = listener.accept() => Some(accepted),
+            _ = shutdown.wait_for(|s| *s) => None,
+        };
+        let Some(accepted) = accepted else {
+            hand_back_backlog(pbx, &listener, &admission, refuse).await;
+            return;
         };
         match accepted {
             Ok((stream, _peer)) => {
                 backoff = Duration::from_millis(10);
-                let services = services.clone();
-                calls.spawn(async move {
-                    serve(stream, services).await;
-                    drop(permit);
-                });
+                match admission.decide(pbx) {
+                    Decision::Serve(slot) => {
+                        let services = services.clone();
+                        calls.spawn(async move {
+                            serve(stream, services).await;
+                            drop(slot);
+                        });
+                    }
+                    Decision::Refuse {
+                        hand_back: Some(permit),
+                        ..
+                    } => {
+                        tokio::spawn(async move {
+                            refuse(stream).await;
+                            drop(permit);
+                        });
+                    }
+                    // Too many refusals under way already: close at once.
+                    Decision::Refuse {
+                        hand_back: None, ..
+                    } => drop(stream),
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::error!(listener = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                tracing::error!(listener = pbx.as_str(), error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// On shutdown: connections the kernel already queued would be reset when
+/// the listener closes; accept each one still waiting and hand it back to
+/// the dialplan instead. (One arriving between the last look and the close
+/// is still reset; the shipped FreeSWITCH dialplan's `socket_resume=true`
+/// and Asterisk's AGISTATUS=FAILURE send it to the failover all the same.)
+async fn hand_back_backlog<R, RFut>(
+    pbx: PbxKind,
+    listener: &TcpListener,
+    admission: &Admission,
+    refuse: R,
+) where
+    R: Fn(TcpStream) -> RFut + Copy + Send + 'static,
+    RFut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        // Whatever is queued now, without waiting for more.
+        let queued = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+            std::task::Poll::Ready(accepted) => std::task::Poll::Ready(accepted.ok()),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        let Some((stream, _peer)) = queued else {
+            return;
+        };
+        match admission.refuse(pbx, Refusal::Draining) {
+            Decision::Refuse {
+                hand_back: Some(permit),
+                ..
+            } => {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            _ => drop(stream),
         }
     }
 }
@@ -346,4 +468,44 @@ async fn wait_for_signal(shutdown: watch::Sender<bool>) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.send_replace(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn on_shutdown_calls_queued_in_the_backlog_are_handed_back_not_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Three switch connections the kernel completed but nobody accepted.
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            queued.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let admission = Admission::new(10, metrics.clone());
+        hand_back_backlog(
+            PbxKind::Freeswitch,
+            &listener,
+            &admission,
+            crate::pbx::freeswitch::refuse_connection,
+        )
+        .await;
+        drop(listener);
+        for mut switch in queued {
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), switch.read_to_end(&mut got))
+                .await
+                .expect("handed back at once")
+                .expect("read");
+            assert_eq!(got, crate::pbx::freeswitch::HAND_BACK);
+        }
+        assert!(
+            metrics.encode().contains(
+                "bidbridge_calls_refused_total{pbx=\"freeswitch\",reason=\"draining\"} 3\n"
+            )
+        );
+    }
 }

@@ -13,6 +13,7 @@
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod handback;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -824,6 +824,9 @@ struct Call {
     /// `event_list` entries, so they never reach the socket).
     nixed: Vec<String>,
     linger: Option<Option<u64>>,
+    /// `resume` was sent: when the daemon closes the session without
+    /// `exit`, the switch continues the dialplan instead of hanging up.
+    resumed: bool,
     state: State,
     queue: VecDeque<App>,
     running: Option<Running>,
@@ -899,6 +902,7 @@ pub async fn run_call(esl: SocketAddr, scenario: Arc<Scenario>, index: u32) -> C
             events_json: false,
             nixed: Vec::new(),
             linger: None,
+            resumed: false,
             state: State::Live,
             queue: VecDeque::new(),
             running: None,
@@ -1050,6 +1054,9 @@ impl Call {
                     idle_since = Instant::now();
                     let cmd = match cmd {
                         Some(Ok(cmd)) => cmd,
+                        Some(Err(SimError::Closed("without exit"))) | None if self.resumed => {
+                            return self.dialplan_resumed().await;
+                        }
                         Some(Err(e)) => return Err(e),
                         None => return Err(SimError::Closed("without exit")),
                     };
@@ -1095,6 +1102,35 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// The daemon closed the session without `exit` after `resume`. In
+    /// mod_event_socket's listener cleanup LFLAG_RESUME puts the channel in
+    /// CS_RESET, the "Disconnected, goodbye" notice goes out, the socket
+    /// closes, and the `socket` application returns to the dialplan, which
+    /// continues at its next action (the failover transfer). The daemon did
+    /// not finish the call, so the trace says so.
+    async fn dialplan_resumed(&mut self) -> Result<(), SimError> {
+        let notice = self.disconnect_notice()?;
+        // The daemon may have closed both directions; the switch's notice
+        // is then lost, as it would be on a real switch.
+        let _ = self.send(&notice).await;
+        let _ = self.wr.shutdown().await;
+        if self.trace.ended.is_empty() {
+            self.trace.ended = if self.transferred {
+                "transfer".into()
+            } else {
+                "dialplan resumed".into()
+            };
+        }
+        self.trace.completed = false;
+        if self.trace.error.is_none() {
+            self.trace.error = Some(
+                "the daemon closed the session without exit; the switch resumed the dialplan (failover)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn disconnect_notice(&self) -> Result<String, SimError> {
@@ -1157,9 +1193,12 @@ impl Call {
                 self.linger = None;
                 self.send(&reply("+OK will not linger")).await?;
             }
-            // From memory of mod_event_socket.c (not checked against the
-            // 1.10.12 source): resume sets LFLAG_RESUME and replies `+OK`.
-            "resume" => self.send(&reply("+OK")).await?,
+            // mod_event_socket.c (1.10): resume sets LFLAG_RESUME and the
+            // channel variable socket_resume=true, and replies `+OK`.
+            "resume" => {
+                self.resumed = true;
+                self.send(&reply("+OK")).await?;
+            }
             "noevents" => {
                 self.events_on = false;
                 self.nixed.clear();
@@ -2058,6 +2097,36 @@ talk_secs = 95.0
             timeout: Duration::from_secs(5),
             terminator: Some('#'),
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_resumes_the_dialplan_on_the_simulated_switch() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sim = tokio::spawn(run_call(addr, scenario(""), 0));
+        let (stream, _) = listener.accept().await.expect("accept");
+        // The daemon's own refusal: connect, resume, half-close, drain.
+        let drained = crate::pbx::handback::hand_back(stream, crate::pbx::freeswitch::HAND_BACK)
+            .await
+            .expect("the simulated switch closes after its goodbye");
+        let trace = sim.await.expect("join");
+        assert_eq!(trace.ended, "dialplan resumed");
+        assert!(!trace.completed);
+        assert!(
+            trace
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("resumed")),
+            "{trace:?}"
+        );
+        // The connect reply, `+OK` for resume, and the disconnect notice.
+        let templates = templates().expect("templates");
+        let notice = templates
+            .get("NOTICE_DISCONNECT")
+            .expect("notice")
+            .raw
+            .len();
+        assert!(drained > notice + 1000, "{drained} bytes");
     }
 
     #[tokio::test]

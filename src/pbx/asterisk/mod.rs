@@ -24,6 +24,21 @@ use tokio::net::TcpStream;
 
 use crate::services::Services;
 
+/// What a refused FastAGI connection is told (see [`super::handback`]):
+/// nothing. The half-close alone ends the AGI: Asterisk still sends
+/// `HANGUP` and closes, and `AGI()` returns with `AGISTATUS=SUCCESS`
+/// (recording 06); with `BIDBRIDGE_DONE` unset the shipped dialplan dials
+/// the backup line.
+pub const HAND_BACK: &[u8] = b"";
+
+/// Hands a FastAGI connection straight back to the dialplan unserved (the
+/// daemon is full or not ready); see [`HAND_BACK`].
+pub async fn refuse_connection(stream: TcpStream) {
+    if let Err(e) = super::handback::hand_back(stream, HAND_BACK).await {
+        tracing::debug!(error = %e, "refused FastAGI connection did not close cleanly");
+    }
+}
+
 /// Serves one FastAGI connection from Asterisk: preamble, then the call flow.
 pub async fn serve_connection(stream: TcpStream, services: Arc<Services>) {
     let peer = stream

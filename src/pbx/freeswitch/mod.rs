@@ -16,6 +16,27 @@ use tokio::net::TcpStream;
 
 use crate::services::Services;
 
+/// What a refused connection is told (see [`super::handback`]), two
+/// commands in one write. mod_event_socket reads commands a byte at a time,
+/// so they arrive as two. `connect` comes first because the outbound
+/// listener answers only `connect` among first commands (another first
+/// command runs, but its reply is dropped), and because it sets the flag
+/// that lets the `socket` application park the channel instead of spinning
+/// in its wait-for-connect loop. `resume` sets `socket_resume=true`: when
+/// our half-close reaches the listener, it puts the channel back in
+/// CS_EXECUTE and the dialplan continues at the action after `socket`
+/// (the failover transfer in dialplan/freeswitch/bidbridge.xml). The
+/// switch then sends its "Disconnected, goodbye" notice and closes.
+pub const HAND_BACK: &[u8] = b"connect\n\nresume\n\n";
+
+/// Hands an outbound connection straight back to the dialplan unserved
+/// (the daemon is full or not ready); see [`HAND_BACK`].
+pub async fn refuse_connection(stream: TcpStream) {
+    if let Err(e) = super::handback::hand_back(stream, HAND_BACK).await {
+        tracing::debug!(error = %e, "refused FreeSWITCH connection did not close cleanly");
+    }
+}
+
 /// Serves one outbound connection from FreeSWITCH: session set-up, then the
 /// call flow.
 pub async fn serve_connection(stream: TcpStream, services: Arc<Services>) {
