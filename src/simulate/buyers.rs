@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::scenario::{BidBehaviour, BuyerSpec, LatencySpec};
+use super::scenario::{BidBehaviour, BuyerSpec};
 use crate::catalog::spec::PingDialect;
 
 /// Size of a `huge` answer: far above any sane response limit.
@@ -161,7 +161,7 @@ async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             None => {
                 // A "never" answer: hold the request past any deadline, then
                 // decline, so a long run does not accumulate held connections.
-                tokio::time::sleep(LatencySpec::NEVER_HOLD).await;
+                tokio::time::sleep(latency.never_hold()).await;
                 return StatusCode::NO_CONTENT.into_response();
             }
         }

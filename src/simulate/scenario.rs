@@ -41,7 +41,7 @@
 //! listen = "127.0.0.1:18082"
 //! behaviour = "bid"
 //! price = "12.00"
-//! latency = { median_ms = 20, p99_ms = 80, never_pct = 5 }
+//! latency = { median_ms = 20, p99_ms = 80, never_pct = 5 }   # never_hold_ms = 11000 by default
 //! ```
 
 use std::net::SocketAddr;
@@ -221,6 +221,12 @@ pub struct LatencySpec {
     /// [`LatencySpec::NEVER_HOLD`]).
     #[serde(default)]
     pub never_pct: f64,
+    /// How long a "never" answer holds the request before declining;
+    /// [`LatencySpec::NEVER_HOLD`] when absent. Past the daemon's deadline
+    /// the hold changes nothing for the daemon (it dropped the request);
+    /// it only decides how many sockets the simulator keeps open.
+    #[serde(default)]
+    pub never_hold_ms: Option<u64>,
 }
 
 impl LatencySpec {
@@ -228,6 +234,13 @@ impl LatencySpec {
     /// deadline the daemon accepts (10 s), yet bounded so the simulator's
     /// held connections cannot pile up without limit over a long run.
     pub const NEVER_HOLD: std::time::Duration = std::time::Duration::from_secs(11);
+
+    /// How long this spec's "never" answers hold the request.
+    pub fn never_hold(&self) -> std::time::Duration {
+        self.never_hold_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(Self::NEVER_HOLD)
+    }
 
     /// z of the 99th percentile of the standard normal distribution.
     const Z99: f64 = 2.326_347_874;
@@ -242,6 +255,9 @@ impl LatencySpec {
         }
         if !(0.0..=100.0).contains(&self.never_pct) {
             return Err("latency.never_pct must be between 0 and 100".into());
+        }
+        if self.never_hold_ms.is_some_and(|ms| ms == 0 || ms > 60_000) {
+            return Err("latency.never_hold_ms must be between 1 and 60000".into());
         }
         Ok(())
     }
@@ -403,7 +419,22 @@ mod tests {
             median_ms: 20.0,
             p99_ms: 80.0,
             never_pct: 5.0,
+            never_hold_ms: None,
         };
+        assert_eq!(spec.never_hold(), LatencySpec::NEVER_HOLD);
+        let held = LatencySpec {
+            never_hold_ms: Some(1000),
+            ..spec
+        };
+        assert_eq!(held.never_hold(), std::time::Duration::from_secs(1));
+        assert!(
+            LatencySpec {
+                never_hold_ms: Some(0),
+                ..spec
+            }
+            .validate()
+            .is_err()
+        );
         spec.validate().expect("valid");
         // A deterministic grid of uniforms stands in for a random source.
         let mut ms = Vec::new();
