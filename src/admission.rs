@@ -111,11 +111,6 @@ impl Admission {
         Decision::Refuse { reason, hand_back }
     }
 
-    /// Call slots free now.
-    pub fn free_slots(&self) -> usize {
-        self.slots.available_permits()
-    }
-
     fn note_refusal(&self, pbx: PbxKind, reason: Refusal, handed_back: bool) {
         self.metrics
             .calls_refused
@@ -167,7 +162,6 @@ mod tests {
             Decision::Serve(permit) => permit,
             other => panic!("expected to serve, got {other:?}"),
         };
-        assert_eq!(admission.free_slots(), 0);
         let full = admission.decide(PbxKind::Asterisk);
         assert!(
             matches!(

@@ -181,43 +181,38 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 shutdown.clone(),
             );
 
-            let admission = Arc::new(Admission::new(config.calls.max_concurrent, metrics.clone()));
             let calls = TaskTracker::new();
+            let intake = Intake {
+                admission: Arc::new(Admission::new(config.calls.max_concurrent, metrics.clone())),
+                calls: calls.clone(),
+                shutdown: shutdown.clone(),
+                services: services.clone(),
+            };
             let mut accept_loops = Vec::new();
             let mut all_listening = true;
             if let Some(socket) = esl_socket {
-                match listen(socket, "esl", esl_addr) {
-                    Some(listener) => {
-                        tracing::info!(listen = ?esl_addr, "FreeSWITCH outbound ESL listening");
-                        accept_loops.push(tokio::spawn(accept_loop(
-                            PbxKind::Freeswitch,
-                            listener,
-                            admission.clone(),
-                            calls.clone(),
-                            shutdown.clone(),
-                            services.clone(),
-                            crate::pbx::freeswitch::serve_connection,
-                            crate::pbx::freeswitch::refuse_connection,
-                        )));
-                    }
+                match start_accepting(
+                    PbxKind::Freeswitch,
+                    socket,
+                    esl_addr,
+                    &intake,
+                    crate::pbx::freeswitch::serve_connection,
+                    crate::pbx::freeswitch::refuse_connection,
+                ) {
+                    Some(handle) => accept_loops.push(handle),
                     None => all_listening = false,
                 }
             }
             if let Some(socket) = agi_socket {
-                match listen(socket, "agi", agi_addr) {
-                    Some(listener) => {
-                        tracing::info!(listen = ?agi_addr, "Asterisk FastAGI listening");
-                        accept_loops.push(tokio::spawn(accept_loop(
-                            PbxKind::Asterisk,
-                            listener,
-                            admission.clone(),
-                            calls.clone(),
-                            shutdown.clone(),
-                            services.clone(),
-                            crate::pbx::asterisk::serve_connection,
-                            crate::pbx::asterisk::refuse_connection,
-                        )));
-                    }
+                match start_accepting(
+                    PbxKind::Asterisk,
+                    socket,
+                    agi_addr,
+                    &intake,
+                    crate::pbx::asterisk::serve_connection,
+                    crate::pbx::asterisk::refuse_connection,
+                ) {
+                    Some(handle) => accept_loops.push(handle),
                     None => all_listening = false,
                 }
             }
@@ -302,17 +297,46 @@ fn bind_call_socket(
     bind().map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// Starts listening on a bound call socket; logs and returns None when
-/// that fails (another process began listening on the port meanwhile).
-fn listen(
+/// What every accept loop shares.
+#[derive(Clone)]
+struct Intake {
+    admission: Arc<Admission>,
+    /// Calls being served, for the SIGTERM drain.
+    calls: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+    services: Arc<Services>,
+}
+
+/// Starts listening on a bound call socket and spawns its accept loop;
+/// logs and returns None when listening fails (another process began
+/// listening on the port meanwhile).
+fn start_accepting<S, SFut, R, RFut>(
+    pbx: PbxKind,
     socket: TcpSocket,
-    what: &'static str,
     addr: Option<std::net::SocketAddr>,
-) -> Option<TcpListener> {
+    intake: &Intake,
+    serve: S,
+    refuse: R,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    S: Fn(TcpStream, Arc<Services>) -> SFut + Copy + Send + 'static,
+    SFut: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> RFut + Copy + Send + 'static,
+    RFut: Future<Output = ()> + Send + 'static,
+{
     match socket.listen(LISTEN_BACKLOG) {
-        Ok(listener) => Some(listener),
+        Ok(listener) => {
+            tracing::info!(pbx = pbx.as_str(), listen = ?addr, "listening for calls");
+            Some(tokio::spawn(accept_loop(
+                pbx,
+                listener,
+                intake.clone(),
+                serve,
+                refuse,
+            )))
+        }
         Err(e) => {
-            tracing::error!(listener = what, ?addr, error = %e, "cannot listen for calls; this switch's calls fail over until bidbridge is restarted");
+            tracing::error!(pbx = pbx.as_str(), listen = ?addr, error = %e, "cannot listen for calls; this switch's calls fail over until bidbridge is restarted");
             None
         }
     }
@@ -350,14 +374,10 @@ async fn load_catalog(
 /// Accepts connections until shutdown. Each is served in its own task
 /// holding a call slot (tracked for the drain), or, when [`Admission`]
 /// refuses it, handed back to the switch's dialplan.
-#[allow(clippy::too_many_arguments)]
 async fn accept_loop<S, SFut, R, RFut>(
     pbx: PbxKind,
     listener: TcpListener,
-    admission: Arc<Admission>,
-    calls: TaskTracker,
-    mut shutdown: watch::Receiver<bool>,
-    services: Arc<Services>,
+    mut intake: Intake,
     serve: S,
     refuse: R,
 ) where
@@ -370,45 +390,55 @@ async fn accept_loop<S, SFut, R, RFut>(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Some(accepted),
-            _ = shutdown.wait_for(|s| *s) => None,
+            _ = intake.shutdown.wait_for(|s| *s) => None,
         };
         let Some(accepted) = accepted else {
-            hand_back_backlog(pbx, &listener, &admission, refuse).await;
+            hand_back_backlog(pbx, &listener, &intake.admission, refuse);
             return;
         };
         match accepted {
             Ok((stream, _peer)) => {
                 backoff = Duration::from_millis(10);
-                match admission.decide(pbx) {
+                match intake.admission.decide(pbx) {
                     Decision::Serve(slot) => {
-                        let services = services.clone();
-                        calls.spawn(async move {
+                        let services = intake.services.clone();
+                        intake.calls.spawn(async move {
                             serve(stream, services).await;
                             drop(slot);
                         });
                     }
-                    Decision::Refuse {
-                        hand_back: Some(permit),
-                        ..
-                    } => {
-                        tokio::spawn(async move {
-                            refuse(stream).await;
-                            drop(permit);
-                        });
-                    }
-                    // Too many refusals under way already: close at once.
-                    Decision::Refuse {
-                        hand_back: None, ..
-                    } => drop(stream),
+                    refused => hand_back(refused, stream, refuse),
                 }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::error!(listener = pbx.as_str(), error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                tracing::error!(pbx = pbx.as_str(), error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// Carries out a refusal: hands the connection back in a task of its own
+/// while holding the refusal's permit, or, with none left, closes it.
+fn hand_back<R, RFut>(refusal: Decision, stream: TcpStream, refuse: R)
+where
+    R: Fn(TcpStream) -> RFut + Send + 'static,
+    RFut: Future<Output = ()> + Send + 'static,
+{
+    match refusal {
+        Decision::Refuse {
+            hand_back: Some(permit),
+            ..
+        } => {
+            tokio::spawn(async move {
+                refuse(stream).await;
+                drop(permit);
+            });
+        }
+        // Too many refusals under way already (or, never, a Serve).
+        _ => drop(stream),
     }
 }
 
@@ -417,7 +447,7 @@ async fn accept_loop<S, SFut, R, RFut>(
 /// the dialplan instead. (One arriving between the last look and the close
 /// is still reset; the shipped FreeSWITCH dialplan's `socket_resume=true`
 /// and Asterisk's AGISTATUS=FAILURE send it to the failover all the same.)
-async fn hand_back_backlog<R, RFut>(
+fn hand_back_backlog<R, RFut>(
     pbx: PbxKind,
     listener: &TcpListener,
     admission: &Admission,
@@ -426,28 +456,11 @@ async fn hand_back_backlog<R, RFut>(
     R: Fn(TcpStream) -> RFut + Copy + Send + 'static,
     RFut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        // Whatever is queued now, without waiting for more.
-        let queued = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
-            std::task::Poll::Ready(accepted) => std::task::Poll::Ready(accepted.ok()),
-            std::task::Poll::Pending => std::task::Poll::Ready(None),
-        })
-        .await;
-        let Some((stream, _peer)) = queued else {
-            return;
-        };
-        match admission.refuse(pbx, Refusal::Draining) {
-            Decision::Refuse {
-                hand_back: Some(permit),
-                ..
-            } => {
-                tokio::spawn(async move {
-                    refuse(stream).await;
-                    drop(permit);
-                });
-            }
-            _ => drop(stream),
-        }
+    // Whatever is queued now, without waiting for more.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    while let std::task::Poll::Ready(Ok((stream, _peer))) = listener.poll_accept(&mut cx) {
+        hand_back(admission.refuse(pbx, Refusal::Draining), stream, refuse);
     }
 }
 
@@ -491,8 +504,7 @@ mod tests {
             &listener,
             &admission,
             crate::pbx::freeswitch::refuse_connection,
-        )
-        .await;
+        );
         drop(listener);
         for mut switch in queued {
             let mut got = Vec::new();
